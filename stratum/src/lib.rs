@@ -1,1 +1,22 @@
-pub fn placeholder() {}
+//! Stratum V1 for BLGV Site: the wire protocol, share math and validation shared by the site
+//! proxy and the pool coordinator. No sockets, config or storage live here.
+
+pub mod codec;
+mod extranonce;
+mod hash;
+mod hex_field;
+mod job;
+pub mod message;
+mod share;
+mod target;
+
+pub use codec::{CodecError, LineCodec};
+pub use extranonce::Extranonce;
+pub use hash::{sha256d, ShareHash};
+pub use job::{swap_prevhash_words, Job};
+pub use message::{
+    line, Authorize, ClientRequest, Configure, ErrorCode, Frame, FrameError, ParamError,
+    ServerNotification, StratumError, Submit, Subscribe, SubscribeResult,
+};
+pub use share::{check_share, hash_difficulty, CheckedShare, ShareRejection, ShareRules};
+pub use target::{Difficulty, InvalidDifficulty, Target};
