@@ -1,0 +1,545 @@
+//! `blgv-proxy` configuration: TOML, deserialized into typed structs, validated at start.
+//!
+//! Every error names the key and says how to fix it, because the person reading it is a site
+//! operator at a remote farm, not the author of this file. Environment variables override the
+//! file: `BLGV_<SECTION>__<KEY>` (double underscore between levels, array items by index), e.g.
+//! `BLGV_PROXY__LISTEN=0.0.0.0:3334` or `BLGV_UPSTREAMS__0__USER=acct.site2`.
+
+use blgv_stratum::Difficulty;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Ordered upstream pools: the first reachable one is used; the proxy returns to a
+    /// higher-priority pool as soon as it answers again.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub failover: FailoverConfig,
+    #[serde(default)]
+    pub vardiff: VardiffConfig,
+    #[serde(default)]
+    pub version_rolling: VersionRollingConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Where ASICs connect.
+    pub listen: SocketAddr,
+    /// Longest accepted Stratum line in bytes; longer ones close the connection.
+    pub max_line_length: usize,
+    /// How far past the job's ntime (plus the job's age) a miner may roll ntime.
+    pub ntime_max_ahead_secs: u32,
+    /// Cap on miners per upstream connection; 0 = as many as the extranonce space allows.
+    pub max_miners_per_upstream: u32,
+    /// How long a new miner waits for an upstream connection before its subscribe is refused.
+    pub subscribe_wait_ms: u64,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: "0.0.0.0:3333".parse().expect("valid literal"),
+            max_line_length: blgv_stratum::codec::DEFAULT_MAX_LINE_LENGTH,
+            ntime_max_ahead_secs: 600,
+            max_miners_per_upstream: 0,
+            subscribe_wait_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port`, optionally prefixed `stratum+tcp://`.
+    pub url: String,
+    /// The pool account (worker) the proxy authorizes and submits as.
+    pub user: String,
+    #[serde(default = "default_password")]
+    pub password: String,
+    /// A label for logs; defaults to the url.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_password() -> String {
+    "x".to_string()
+}
+
+impl UpstreamConfig {
+    /// The `host:port` to dial.
+    pub fn address(&self) -> &str {
+        self.url
+            .strip_prefix("stratum+tcp://")
+            .unwrap_or(&self.url)
+            .trim_end_matches('/')
+    }
+
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or_else(|| self.address())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    pub connect_timeout_ms: u64,
+    /// Time allowed for configure/subscribe/authorize after the TCP connect.
+    pub handshake_timeout_ms: u64,
+    /// First retry delay after every pool failed; doubles up to `retry_max_ms`, with jitter.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// While on a backup pool, how often to check whether a higher-priority pool is back.
+    pub failback_probe_ms: u64,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            connect_timeout_ms: 5_000,
+            handshake_timeout_ms: 10_000,
+            retry_initial_ms: 250,
+            retry_max_ms: 30_000,
+            failback_probe_ms: 30_000,
+        }
+    }
+}
+
+impl FailoverConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VardiffConfig {
+    /// Difficulty a new miner starts at (before vardiff or suggest_difficulty).
+    pub initial: f64,
+    /// Lowest difficulty sent. Below 1 only for regtest, tests and benchmarks: real firmware
+    /// needs integers, so keep this ≥ 1 on a real site.
+    pub min: f64,
+    /// Highest difficulty sent (also never above the upstream's difficulty, so no upstream-valid
+    /// work is hidden).
+    pub max: f64,
+    pub target_shares_per_minute: f64,
+    /// How often a miner's rate is re-evaluated.
+    pub retarget_secs: u64,
+}
+
+impl Default for VardiffConfig {
+    fn default() -> Self {
+        VardiffConfig {
+            initial: 1024.0,
+            min: 64.0,
+            max: 4_194_304.0,
+            target_shares_per_minute: 12.0,
+            retarget_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionRollingConfig {
+    pub enabled: bool,
+    /// The bits the proxy asks the upstream for (hex); miners get (upstream grant ∩ their ask).
+    pub mask: String,
+}
+
+impl Default for VersionRollingConfig {
+    fn default() -> Self {
+        VersionRollingConfig {
+            enabled: true,
+            mask: "1fffe000".into(),
+        }
+    }
+}
+
+impl VersionRollingConfig {
+    /// The mask as a number (validated by [`Config::validate`]).
+    pub fn mask_bits(&self) -> u32 {
+        if self.enabled {
+            u32::from_str_radix(&self.mask, 16).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// SQLite file for per-worker, per-minute counters.
+    pub path: PathBuf,
+    /// Counters are committed in one transaction per interval: a crash loses at most this much.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            path: PathBuf::from("blgv-proxy.db"),
+            flush_interval_ms: 1_000,
+        }
+    }
+}
+
+/// A configuration problem: which key, what is wrong, what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("config key `{key}`: {problem}; fix: {fix}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Why a config file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}: {source}; fix: check the path given to --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for blgv-proxy: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config file {path}: {error}")]
+    Invalid { path: PathBuf, error: ConfigError },
+}
+
+impl Config {
+    /// Read, apply `BLGV_…` environment overrides, deserialize and validate.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_with_env(&text, path, std::env::vars())
+    }
+
+    pub fn from_toml_with_env(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, LoadError> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| LoadError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for (var, value) in env {
+            if let Some(rest) = var.strip_prefix("BLGV_") {
+                apply_env_override(&mut doc, &var, rest, &value)?;
+            }
+        }
+        let config: Config =
+            Config::deserialize(toml::Value::Table(doc)).map_err(|e| LoadError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        config.validate().map_err(|error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Ok(config)
+    }
+
+    /// Check everything serde cannot: ranges, relations between keys, formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.upstreams.is_empty() {
+            return Err(ConfigError::new(
+                "upstreams",
+                "no upstream pool configured",
+                "add at least one [[upstreams]] table with url and user",
+            ));
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let addr = u.address();
+            let valid = addr
+                .rsplit_once(':')
+                .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                .unwrap_or(false);
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("upstreams[{i}].url"),
+                    format!("{:?} is not host:port", u.url),
+                    "write it as \"stratum+tcp://pool.example.com:3333\" or \"pool.example.com:3333\"",
+                ));
+            }
+            if u.user.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("upstreams[{i}].user"),
+                    "empty",
+                    "set the pool account (worker) name the pool expects",
+                ));
+            }
+        }
+        let v = &self.vardiff;
+        for (key, value) in [
+            ("vardiff.initial", v.initial),
+            ("vardiff.min", v.min),
+            ("vardiff.max", v.max),
+            (
+                "vardiff.target_shares_per_minute",
+                v.target_shares_per_minute,
+            ),
+        ] {
+            if Difficulty::new(value).is_err() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{value} is not a positive number"),
+                    "use a number greater than 0",
+                ));
+            }
+        }
+        if v.min > v.max {
+            return Err(ConfigError::new(
+                "vardiff.min",
+                format!("min {} is above max {}", v.min, v.max),
+                "make vardiff.min ≤ vardiff.max",
+            ));
+        }
+        if v.initial < v.min || v.initial > v.max {
+            return Err(ConfigError::new(
+                "vardiff.initial",
+                format!("{} is outside [min {}, max {}]", v.initial, v.min, v.max),
+                "pick an initial difficulty between vardiff.min and vardiff.max",
+            ));
+        }
+        if v.retarget_secs == 0 {
+            return Err(ConfigError::new(
+                "vardiff.retarget_secs",
+                "0",
+                "use at least 1 (seconds between difficulty re-evaluations)",
+            ));
+        }
+        if u32::from_str_radix(&self.version_rolling.mask, 16).is_err()
+            || self.version_rolling.mask.len() > 8
+        {
+            return Err(ConfigError::new(
+                "version_rolling.mask",
+                format!("{:?} is not a 32-bit hex mask", self.version_rolling.mask),
+                "write 8 hex digits, e.g. \"1fffe000\" (BIP320 general-purpose bits)",
+            ));
+        }
+        if self.proxy.max_line_length < 1024 {
+            return Err(ConfigError::new(
+                "proxy.max_line_length",
+                format!(
+                    "{} bytes cannot hold a mining.notify",
+                    self.proxy.max_line_length
+                ),
+                "use at least 1024 (default 65536)",
+            ));
+        }
+        let f = &self.failover;
+        if f.retry_initial_ms == 0 || f.retry_initial_ms > f.retry_max_ms {
+            return Err(ConfigError::new(
+                "failover.retry_initial_ms",
+                "must be > 0 and ≤ failover.retry_max_ms",
+                "e.g. retry_initial_ms = 250, retry_max_ms = 30000",
+            ));
+        }
+        for (key, value) in [
+            ("failover.connect_timeout_ms", f.connect_timeout_ms),
+            ("failover.handshake_timeout_ms", f.handshake_timeout_ms),
+            ("failover.failback_probe_ms", f.failback_probe_ms),
+            ("ledger.flush_interval_ms", self.ledger.flush_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    key,
+                    "0",
+                    "use a positive number of milliseconds",
+                ));
+            }
+        }
+        if self.ledger.path.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                "ledger.path",
+                "empty",
+                "set a writable file path, e.g. \"/var/lib/blgv-proxy/ledger.db\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Put `value` at the path named by an env var (`PROXY__LISTEN` → proxy.listen).
+fn apply_env_override(
+    doc: &mut toml::Table,
+    var: &str,
+    path: &str,
+    value: &str,
+) -> Result<(), LoadError> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(LoadError::Env {
+            var: var.into(),
+            message: "empty path segment; write BLGV_SECTION__KEY".into(),
+        });
+    }
+    // A value that parses as a TOML scalar keeps its type (numbers, booleans); anything else is
+    // a string, so `BLGV_PROXY__LISTEN=0.0.0.0:3333` needs no quoting.
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (first, rest) = parts.split_first().expect("split yields at least one part");
+    let entry = doc
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set_path(entry, rest, parsed).map_err(|message| LoadError::Env {
+        var: var.into(),
+        message,
+    })
+}
+
+fn set_path(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((part, rest)) = path.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    let child = match node {
+        toml::Value::Table(t) => t
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        toml::Value::Array(a) => {
+            let idx: usize = part
+                .parse()
+                .map_err(|_| format!("{part:?} must be an array index"))?;
+            a.get_mut(idx)
+                .ok_or_else(|| format!("index {idx} is past the end of the array in the file"))?
+        }
+        _ => return Err(format!("{part:?} is below a value that is not a table")),
+    };
+    set_path(child, rest, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[upstreams]]
+url = "stratum+tcp://127.0.0.1:3333"
+user = "acct.site"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, LoadError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml_with_env(text, Path::new("test.toml"), env)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.proxy.listen.port(), 3333);
+        assert_eq!(c.upstreams[0].address(), "127.0.0.1:3333");
+        assert_eq!(c.upstreams[0].password, "x");
+        assert_eq!(c.version_rolling.mask_bits(), 0x1fffe000);
+    }
+
+    #[test]
+    fn env_overrides_scalars_and_array_items() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("BLGV_PROXY__LISTEN", "127.0.0.1:4444"),
+                ("BLGV_UPSTREAMS__0__USER", "other.acct"),
+                ("BLGV_VARDIFF__MIN", "0.001"),
+                ("BLGV_VARDIFF__INITIAL", "0.5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.proxy.listen.port(), 4444);
+        assert_eq!(c.upstreams[0].user, "other.acct");
+        assert_eq!(c.vardiff.min, 0.001);
+        let e = load(MINIMAL, &[("BLGV_UPSTREAMS__3__USER", "x")]).unwrap_err();
+        assert!(e.to_string().contains("BLGV_UPSTREAMS__3__USER"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let cases = [
+            ("", "`upstreams`"),
+            (
+                "[[upstreams]]\nurl = \"nohost\"\nuser = \"a\"",
+                "`upstreams[0].url`",
+            ),
+            (
+                "[[upstreams]]\nurl = \"h:1\"\nuser = \" \"",
+                "`upstreams[0].user`",
+            ),
+            (
+                &format!("{MINIMAL}[vardiff]\nmin = 10\nmax = 1"),
+                "`vardiff.min`",
+            ),
+            (
+                &format!("{MINIMAL}[vardiff]\ninitial = 0"),
+                "`vardiff.initial`",
+            ),
+            (
+                &format!("{MINIMAL}[version_rolling]\nmask = \"xyz\""),
+                "`version_rolling.mask`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nmax_line_length = 10"),
+                "`proxy.max_line_length`",
+            ),
+            (
+                &format!("{MINIMAL}[failover]\nretry_initial_ms = 0"),
+                "`failover.retry_initial_ms`",
+            ),
+            (
+                &format!("{MINIMAL}[ledger]\nflush_interval_ms = 0"),
+                "`ledger.flush_interval_ms`",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("fix:"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_parse_errors_that_name_them() {
+        let e = load(&format!("{MINIMAL}[proxy]\nlisen = \"x\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load(
+            &format!("{MINIMAL}[proxy]\nlisten = \"not an address\""),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = load("this is = = not toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("not valid TOML"), "{e}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The downstream listener: accept miners, one session task each.
+
+use crate::context::ProxyContext;
+use crate::session::run_session;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub async fn run_listener(listener: TcpListener, ctx: Arc<ProxyContext>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                ctx.tasks.spawn(run_session(ctx.clone(), stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning; existing miners
+                // keep working.
+                tracing::error!(error = %e, "accept failed (file descriptor limit? raise LimitNOFILE)");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

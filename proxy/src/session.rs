@@ -1,0 +1,592 @@
+//! One miner's connection: the downstream Stratum V1 server side.
+//!
+//! A session task owns its socket. It answers every request at once, validates every share
+//! locally with the same rules the upstream applies, forwards what the upstream needs, and
+//! follows its channel's events (new jobs, new links after failover, difficulty and mask
+//! changes). Nothing here blocks on the upstream: a miner's submit is answered before the share
+//! reaches the pool.
+
+use crate::channel::{secs_since, ChannelEvent, Forward};
+use crate::context::{ProxyContext, Slot};
+use crate::link::Link;
+use crate::stats::bump;
+use crate::vardiff::Vardiff;
+use blgv_stratum::{
+    check_share, line, ClientRequest, CodecError, Configure, Difficulty, ErrorCode, Extranonce,
+    Frame, LineCodec, ShareRejection, ShareRules, StratumError, Submit, Target,
+};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+/// A miner that does not read its socket for this long is dropped rather than buffered for.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a miner gets to act on `client.reconnect` before the proxy closes the socket itself.
+const RECONNECT_GRACE: Duration = Duration::from_secs(1);
+/// Worker names one connection may authorize (rigs with several hashboards use a few).
+const MAX_WORKERS_PER_CONNECTION: usize = 16;
+
+pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut lines =
+        FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 512);
+    bump(&ctx.stats.miner_connections_total);
+    ctx.stats.miners_connected.fetch_add(1, Relaxed);
+    let mut session = Session::new(ctx.clone(), peer, write);
+    let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            line = lines.next() => match line {
+                None => break,
+                Some(Ok(bytes)) => session.on_line(&bytes).await,
+                Some(Err(CodecError::LineTooLong { max })) => {
+                    let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
+                    session.out.push_str(&line::error(&Value::Null, &e));
+                    let _ = session.flush().await;
+                    tracing::warn!(%peer, max, "miner sent an oversized line; disconnected");
+                    break;
+                }
+                Some(Err(CodecError::Io(_))) => break,
+            },
+            event = next_event(&mut session.events) => {
+                if !session.on_event(event) {
+                    break;
+                }
+            }
+            _ = tick.tick() => session.on_tick(),
+            _ = sleep_until(session.close_at) => break,
+        }
+        if session.flush().await.is_err() {
+            break;
+        }
+    }
+    ctx.stats.miners_connected.fetch_sub(1, Relaxed);
+    tracing::debug!(%peer, workers = ?session.workers, "miner disconnected");
+}
+
+async fn next_event(
+    rx: &mut Option<broadcast::Receiver<ChannelEvent>>,
+) -> Result<ChannelEvent, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Session {
+    ctx: Arc<ProxyContext>,
+    peer: SocketAddr,
+    writer: OwnedWriteHalf,
+    out: String,
+    slot: Option<Slot>,
+    /// The link this miner's extranonce1 belongs to.
+    link: Option<Arc<Link>>,
+    events: Option<broadcast::Receiver<ChannelEvent>>,
+    extranonce1: Extranonce,
+    extranonce2_size: usize,
+    subscribed: bool,
+    extranonce_subscribed: bool,
+    /// The mask the miner asked for in mining.configure.
+    requested_mask: Option<u32>,
+    /// requested ∩ upstream grant: what the miner may roll.
+    granted_mask: u32,
+    workers: Vec<Arc<str>>,
+    /// Work is flowing (subscribed and authorized, difficulty sent).
+    working: bool,
+    vardiff: Vardiff,
+    suggested: Option<Difficulty>,
+    /// After a difficulty change, shares for jobs up to this seq may meet the old target.
+    grace: Option<(Target, u64)>,
+    /// Send the next job with clean_jobs forced (after an extranonce change).
+    needs_clean_job: bool,
+    close_at: Option<Instant>,
+}
+
+impl Session {
+    fn new(ctx: Arc<ProxyContext>, peer: SocketAddr, writer: OwnedWriteHalf) -> Session {
+        let initial = Difficulty::new(ctx.config.vardiff.initial).expect("validated");
+        Session {
+            vardiff: Vardiff::new(initial, std::time::Instant::now()),
+            ctx,
+            peer,
+            writer,
+            out: String::new(),
+            slot: None,
+            link: None,
+            events: None,
+            extranonce1: Extranonce::default(),
+            extranonce2_size: 0,
+            subscribed: false,
+            extranonce_subscribed: false,
+            requested_mask: None,
+            granted_mask: 0,
+            workers: Vec::new(),
+            working: false,
+            suggested: None,
+            grace: None,
+            needs_clean_job: false,
+            close_at: None,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result =
+            tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(self.out.as_bytes())).await;
+        self.out.clear();
+        if self.out.capacity() > 16 * 1024 {
+            self.out.shrink_to(1024);
+        }
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "miner stopped reading",
+            )),
+        }
+    }
+
+    fn reply_ok(&mut self, id: &Value, result: Value) {
+        self.out.push_str(&line::ok(id, result));
+    }
+
+    fn reply_err(&mut self, id: &Value, code: ErrorCode, message: impl Into<String>) {
+        self.out
+            .push_str(&line::error(id, &StratumError::new(code, message)));
+    }
+
+    async fn on_line(&mut self, bytes: &[u8]) {
+        let (id, method, params) = match Frame::parse(bytes) {
+            Ok(Frame::Request { id, method, params }) => (id, method, params),
+            Ok(Frame::Response { .. }) => return, // answers to our (absent) requests: ignore
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "bad line from miner");
+                self.reply_err(
+                    &Value::Null,
+                    ErrorCode::Other,
+                    format!("{e}; send one JSON-RPC object per line"),
+                );
+                return;
+            }
+        };
+        match ClientRequest::parse(&method, &params) {
+            Err(e) => {
+                if method == "mining.submit" {
+                    self.reject(&id, None, ShareRejection::Malformed(e.to_string()));
+                } else {
+                    self.reply_err(&id, ErrorCode::Other, format!("{method}: {e}"));
+                }
+            }
+            Ok(ClientRequest::Subscribe(_)) => self.on_subscribe(&id).await,
+            Ok(ClientRequest::Authorize(a)) => self.on_authorize(&id, a.user),
+            Ok(ClientRequest::Submit(s)) => self.on_submit(&id, s),
+            Ok(ClientRequest::Configure(c)) => self.on_configure(&id, c).await,
+            Ok(ClientRequest::SuggestDifficulty(d)) => self.on_suggest_difficulty(&id, d),
+            Ok(ClientRequest::ExtranonceSubscribe) => {
+                self.extranonce_subscribed = true;
+                self.reply_ok(&id, Value::Bool(true));
+            }
+            Ok(ClientRequest::Unknown(m)) => {
+                self.reply_err(&id, ErrorCode::Other, format!("unknown method {m:?}"));
+            }
+        }
+    }
+
+    /// Take a slot on a channel (once), subscribing to its events before reading its link so
+    /// no event can slip between the two.
+    async fn ensure_slot(&mut self) -> bool {
+        if self.slot.is_some() {
+            return true;
+        }
+        let Ok((slot, assigned)) = self.ctx.assign_slot().await else {
+            return false;
+        };
+        self.events = Some(slot.channel.events());
+        let link = slot.channel.link().unwrap_or(assigned);
+        self.slot = Some(slot);
+        self.use_link(link);
+        true
+    }
+
+    fn use_link(&mut self, link: Arc<Link>) {
+        let index = self.slot.as_ref().map(|s| s.index).unwrap_or(0);
+        self.extranonce1 = link.layout.miner_extranonce1(&link.extranonce1, index);
+        self.extranonce2_size = link.layout.miner_extranonce2_size();
+        self.granted_mask = self.requested_mask.unwrap_or(0) & link.version_mask();
+        self.link = Some(link);
+    }
+
+    async fn on_subscribe(&mut self, id: &Value) {
+        if !self.ensure_slot().await {
+            self.reply_err(
+                id,
+                ErrorCode::Other,
+                "no upstream pool reachable yet; the proxy keeps trying, reconnect shortly",
+            );
+            return;
+        }
+        let slot = self.slot.as_ref().expect("ensured");
+        let sub_id = format!("{:x}{:04x}", slot.channel.id, slot.index);
+        self.reply_ok(
+            id,
+            json!([
+                [["mining.set_difficulty", sub_id], ["mining.notify", sub_id]],
+                self.extranonce1.to_hex(),
+                self.extranonce2_size
+            ]),
+        );
+        self.subscribed = true;
+        self.start_work_if_ready();
+    }
+
+    fn on_authorize(&mut self, id: &Value, user: String) {
+        if !self.workers.iter().any(|w| **w == *user) {
+            if self.workers.len() >= MAX_WORKERS_PER_CONNECTION {
+                self.reply_err(
+                    id,
+                    ErrorCode::Other,
+                    format!("at most {MAX_WORKERS_PER_CONNECTION} workers per connection"),
+                );
+                return;
+            }
+            self.workers.push(Arc::from(user));
+        }
+        self.reply_ok(id, Value::Bool(true));
+        self.start_work_if_ready();
+    }
+
+    async fn on_configure(&mut self, id: &Value, c: Configure) {
+        let mut result = Map::new();
+        for ext in &c.extensions {
+            match ext.as_str() {
+                "version-rolling" => {}
+                "subscribe-extranonce" => {
+                    self.extranonce_subscribed = true;
+                    result.insert(ext.clone(), Value::Bool(true));
+                }
+                other => {
+                    result.insert(other.to_string(), Value::Bool(false));
+                }
+            }
+        }
+        if let Some(asked) = c.version_rolling_mask {
+            // The grant depends on the upstream, so the miner gets its slot now.
+            let upstream = if self.ensure_slot().await {
+                self.link.as_ref().map(|l| l.version_mask()).unwrap_or(0)
+            } else {
+                0
+            };
+            let granted = asked & upstream;
+            if granted.count_ones() >= c.version_rolling_min_bit_count.max(1) {
+                self.requested_mask = Some(asked);
+                self.granted_mask = granted;
+                result.insert("version-rolling".into(), Value::Bool(true));
+                result.insert(
+                    "version-rolling.mask".into(),
+                    Value::from(format!("{granted:08x}")),
+                );
+            } else {
+                result.insert("version-rolling".into(), Value::Bool(false));
+            }
+        }
+        self.reply_ok(id, Value::Object(result));
+    }
+
+    fn ceiling(&self) -> Difficulty {
+        self.link
+            .as_ref()
+            .map(|l| l.difficulty())
+            .unwrap_or(Difficulty::new(f64::MAX).expect("positive"))
+    }
+
+    fn on_suggest_difficulty(&mut self, id: &Value, d: Difficulty) {
+        self.suggested = Some(d);
+        self.reply_ok(id, Value::Bool(true));
+        if self.working {
+            let next = self.ctx.vardiff.snap(d, self.ceiling());
+            self.change_difficulty(next);
+        }
+    }
+
+    fn start_work_if_ready(&mut self) {
+        if self.working || !self.subscribed || self.workers.is_empty() {
+            return;
+        }
+        self.working = true;
+        let wish = self.suggested.unwrap_or(self.vardiff.current());
+        let d = self.ctx.vardiff.snap(wish, self.ceiling());
+        self.vardiff.reset_to(d, std::time::Instant::now());
+        self.out.push_str(&line::set_difficulty(d));
+        if let Some(job) = self.link.as_ref().and_then(|l| l.latest_job()) {
+            self.out.push_str(&job.clean_notify_line());
+        }
+    }
+
+    fn change_difficulty(&mut self, next: Difficulty) {
+        let current = self.vardiff.current();
+        if next == current {
+            return;
+        }
+        let last_seq = self
+            .link
+            .as_ref()
+            .and_then(|l| l.latest_job())
+            .map(|j| j.seq)
+            .unwrap_or(0);
+        self.grace = Some((current.to_target(), last_seq));
+        self.vardiff.reset_to(next, std::time::Instant::now());
+        self.out.push_str(&line::set_difficulty(next));
+    }
+
+    fn on_tick(&mut self) {
+        if self.working {
+            if let Some(d) =
+                self.vardiff
+                    .on_tick(&self.ctx.vardiff, self.ceiling(), std::time::Instant::now())
+            {
+                self.change_difficulty(d);
+            }
+        }
+    }
+
+    /// Returns false when the session should end.
+    fn on_event(&mut self, event: Result<ChannelEvent, RecvError>) -> bool {
+        match event {
+            Ok(ChannelEvent::Job(job)) => {
+                if self.working {
+                    if std::mem::take(&mut self.needs_clean_job) {
+                        self.out.push_str(&job.clean_notify_line());
+                    } else {
+                        self.out.push_str(&job.notify_line);
+                    }
+                }
+            }
+            Ok(ChannelEvent::NewLink(link)) => self.move_to_link(link),
+            Ok(ChannelEvent::LinkLost) => {}
+            Ok(ChannelEvent::UpstreamDifficulty(d)) => {
+                if self.working && self.vardiff.current().as_f64() > d.as_f64() {
+                    let next = self.ctx.vardiff.snap(self.vardiff.current(), d);
+                    self.change_difficulty(next);
+                }
+            }
+            Ok(ChannelEvent::VersionMask(m)) => {
+                if let Some(asked) = self.requested_mask {
+                    let granted = asked & m;
+                    if granted != self.granted_mask {
+                        self.granted_mask = granted;
+                        self.out.push_str(&line::set_version_mask(granted));
+                    }
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                // Missed events: resynchronise from the channel's current state.
+                let current = self.slot.as_ref().and_then(|s| s.channel.link());
+                match current {
+                    Some(link) if self.link.as_ref().map(|l| l.epoch) != Some(link.epoch) => {
+                        self.move_to_link(link)
+                    }
+                    Some(link) if self.working => {
+                        if let Some(job) = link.latest_job() {
+                            self.out.push_str(&job.clean_notify_line());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Err(RecvError::Closed) => return false,
+        }
+        true
+    }
+
+    /// The channel has a new upstream connection: give the miner its new extranonce without
+    /// dropping TCP if it subscribed to extranonce changes, otherwise ask it to reconnect.
+    fn move_to_link(&mut self, link: Arc<Link>) {
+        let Some(slot) = &self.slot else { return };
+        if self.link.as_ref().map(|l| l.epoch) == Some(link.epoch) {
+            return;
+        }
+        let fits = slot.index < slot.channel.capacity(&link.layout);
+        let old_mask = self.granted_mask;
+        if !self.subscribed {
+            if fits {
+                self.use_link(link);
+            } else {
+                self.ask_to_reconnect();
+            }
+            return;
+        }
+        if !fits || !self.extranonce_subscribed {
+            self.ask_to_reconnect();
+            return;
+        }
+        self.use_link(link);
+        self.out.push_str(&line::set_extranonce(
+            &self.extranonce1,
+            self.extranonce2_size,
+        ));
+        if self.requested_mask.is_some() && self.granted_mask != old_mask {
+            self.out
+                .push_str(&line::set_version_mask(self.granted_mask));
+        }
+        if self.working {
+            let next = self
+                .ctx
+                .vardiff
+                .snap(self.vardiff.current(), self.ceiling());
+            // The old link's jobs are gone, so no grace: every old share is stale anyway.
+            self.grace = None;
+            self.vardiff.reset_to(next, std::time::Instant::now());
+            self.out.push_str(&line::set_difficulty(next));
+            match self.link.as_ref().and_then(|l| l.latest_job()) {
+                Some(job) => self.out.push_str(&job.clean_notify_line()),
+                None => self.needs_clean_job = true,
+            }
+        }
+    }
+
+    fn ask_to_reconnect(&mut self) {
+        self.out.push_str(&line::reconnect());
+        self.close_at = Some(Instant::now() + RECONNECT_GRACE);
+        self.working = false;
+    }
+
+    fn ledger_worker(&self, named: Option<&str>) -> Arc<str> {
+        if let Some(w) = named.and_then(|n| self.workers.iter().find(|w| ***w == *n)) {
+            return w.clone();
+        }
+        self.workers
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("(unauthorized)"))
+    }
+
+    fn reject(&mut self, id: &Value, worker: Option<&str>, why: ShareRejection) {
+        let stats = &self.ctx.stats;
+        bump(&stats.shares_rejected);
+        match why {
+            ShareRejection::Stale { .. } => bump(&stats.shares_stale),
+            ShareRejection::Duplicate => bump(&stats.shares_duplicate),
+            ShareRejection::LowDifficulty { .. } => bump(&stats.shares_low_difficulty),
+            _ => {}
+        }
+        let w = self.ledger_worker(worker);
+        self.ctx.ledger.record_rejected(&w, &why);
+        tracing::debug!(peer = %self.peer, worker = %w, reason = why.reason(), "share rejected: {why}");
+        self.out.push_str(&line::error(id, &why.to_stratum_error()));
+    }
+
+    fn on_submit(&mut self, id: &Value, submit: Submit) {
+        match self.check(&submit) {
+            Err(why) => self.reject(id, Some(&submit.worker), why),
+            Ok(accepted) => self.accept(id, submit, accepted),
+        }
+    }
+
+    fn check(&self, submit: &Submit) -> Result<Accepted, ShareRejection> {
+        let (Some(link), true) = (&self.link, self.subscribed) else {
+            return Err(ShareRejection::NotSubscribed);
+        };
+        if !self.workers.iter().any(|w| **w == *submit.worker) {
+            return Err(ShareRejection::Unauthorized {
+                worker: submit.worker.clone(),
+            });
+        }
+        let stale = || ShareRejection::Stale {
+            job_id: submit.job_id.clone(),
+        };
+        let current_epoch = self
+            .slot
+            .as_ref()
+            .and_then(|s| s.channel.link())
+            .map(|l| l.epoch);
+        if current_epoch != Some(link.epoch) {
+            return Err(stale());
+        }
+        let job = link.job(&submit.job_id).ok_or_else(stale)?;
+        let current = self.vardiff.current().to_target();
+        let target = match self.grace {
+            Some((old, until)) if job.seq <= until => old.max(current),
+            _ => current,
+        };
+        let rules = ShareRules {
+            version_mask: self.granted_mask,
+            ntime_min: job.job.ntime,
+            ntime_max: job
+                .job
+                .ntime
+                .saturating_add(secs_since(job.received_at))
+                .saturating_add(self.ctx.config.proxy.ntime_max_ahead_secs),
+            extranonce2_size: self.extranonce2_size,
+        };
+        let share = check_share(
+            &job.job,
+            self.extranonce1.as_bytes(),
+            submit,
+            &rules,
+            &target,
+        )?;
+        if !job.first_submission(share.hash.fingerprint()) {
+            return Err(ShareRejection::Duplicate);
+        }
+        Ok(Accepted {
+            forward: job.upstream_target.is_met_by(&share.hash),
+            credited: target.to_difficulty(),
+            epoch: link.epoch,
+        })
+    }
+
+    fn accept(&mut self, id: &Value, mut submit: Submit, a: Accepted) {
+        self.reply_ok(id, Value::Bool(true));
+        let stats = &self.ctx.stats;
+        bump(&stats.shares_accepted);
+        let worker = self.ledger_worker(Some(&submit.worker));
+        if a.forward {
+            bump(&stats.shares_forwarded);
+            let slot = self.slot.as_ref().expect("checked: subscribed");
+            let layout = self.link.as_ref().expect("checked: linked").layout;
+            submit.extranonce2 =
+                layout.upstream_extranonce2(slot.index, submit.extranonce2.as_bytes());
+            slot.channel.forward(Forward {
+                epoch: a.epoch,
+                submit,
+                worker: worker.clone(),
+            });
+        }
+        self.ctx
+            .ledger
+            .record_accepted(&worker, a.credited.as_f64(), a.forward);
+        if let Some(d) =
+            self.vardiff
+                .on_share(&self.ctx.vardiff, self.ceiling(), std::time::Instant::now())
+        {
+            self.change_difficulty(d);
+        }
+    }
+}
+
+struct Accepted {
+    forward: bool,
+    credited: Difficulty,
+    epoch: u64,
+}
