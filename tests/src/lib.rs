@@ -1,1 +1,20 @@
+//! The simulated site used by the end-to-end tests of the mining proxy.
+//!
+//! * [`pool`]: [`TestPool`], an upstream Stratum V1 pool that referees every share the proxy
+//!   sends it.
+//! * [`miner`]: [`SimMiner`], a Stratum V1 miner that really hashes (throttled), like firmware.
+//!
+//! Both speak plain newline-delimited JSON-RPC and do all share maths with `rust-bitcoin`, never
+//! with the project's own `blgv-stratum` crate. That independence is the point: if the proxy and
+//! its stratum library agree on a wrong idea of a share, this crate still says no.
 
+pub mod jsonrpc;
+pub mod line_reader;
+pub mod miner;
+pub mod pool;
+pub mod share_math;
+pub mod wait;
+
+pub use miner::{MinerConfig, MinerStats, SimMiner, SubscribeStyle};
+pub use pool::{InvalidShare, PoolStats, TestPool, TestPoolConfig};
+pub use wait::wait_until;
