@@ -343,29 +343,36 @@ impl Session {
         }
     }
 
+    /// Set the miner's difficulty from outside vardiff (suggest_difficulty, upstream ceiling).
     fn change_difficulty(&mut self, next: Difficulty) {
         let current = self.vardiff.current();
         if next == current {
             return;
         }
+        self.vardiff.reset_to(next, std::time::Instant::now());
+        self.announce_difficulty(current, next);
+    }
+
+    /// Tell the miner its difficulty moved from `from` to `to` (already applied to vardiff).
+    /// Shares for jobs it already has may still be hashed against `from`: they get a grace.
+    fn announce_difficulty(&mut self, from: Difficulty, to: Difficulty) {
         let last_seq = self
             .link
             .as_ref()
             .and_then(|l| l.latest_job())
             .map(|j| j.seq)
             .unwrap_or(0);
-        self.grace = Some((current.to_target(), last_seq));
-        self.vardiff.reset_to(next, std::time::Instant::now());
-        self.out.push_str(&line::set_difficulty(next));
+        self.grace = Some((from.to_target(), last_seq));
+        tracing::debug!(peer = %self.peer, %from, %to, "difficulty change");
+        self.out.push_str(&line::set_difficulty(to));
     }
 
     fn on_tick(&mut self) {
         if self.working {
-            if let Some(d) =
-                self.vardiff
-                    .on_tick(&self.ctx.vardiff, self.ceiling(), std::time::Instant::now())
-            {
-                self.change_difficulty(d);
+            let from = self.vardiff.current();
+            let now = std::time::Instant::now();
+            if let Some(to) = self.vardiff.on_tick(&self.ctx.vardiff, self.ceiling(), now) {
+                self.announce_difficulty(from, to);
             }
         }
     }
@@ -576,11 +583,13 @@ impl Session {
         self.ctx
             .ledger
             .record_accepted(&worker, a.credited.as_f64(), a.forward);
-        if let Some(d) =
-            self.vardiff
-                .on_share(&self.ctx.vardiff, self.ceiling(), std::time::Instant::now())
+        let from = self.vardiff.current();
+        let now = std::time::Instant::now();
+        if let Some(to) = self
+            .vardiff
+            .on_share(&self.ctx.vardiff, self.ceiling(), now)
         {
-            self.change_difficulty(d);
+            self.announce_difficulty(from, to);
         }
     }
 }

@@ -67,7 +67,8 @@ impl Vardiff {
         self.shares = 0;
     }
 
-    /// Count an accepted share; returns a new difficulty when one is due.
+    /// Count an accepted share; returns the new difficulty (already in force here) when one is
+    /// due: the caller must announce it to the miner.
     pub fn on_share(
         &mut self,
         rules: &VardiffRules,

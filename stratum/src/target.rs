@@ -214,7 +214,12 @@ impl Difficulty {
     /// The nearest power of two at or below `self` (for fractions: 2^-k). Powers of two are what
     /// firmware handles most reliably, and they make targets exact.
     pub fn floor_power_of_two(self) -> Difficulty {
-        Difficulty(2f64.powi(self.0.log2().floor() as i32))
+        // Clearing the mantissa of a normal f64 leaves exactly 2^exponent.
+        if self.0.is_normal() {
+            Difficulty(f64::from_bits(self.0.to_bits() & 0xfff0_0000_0000_0000))
+        } else {
+            self
+        }
     }
 
     /// Clamp into `[min, max]`.
