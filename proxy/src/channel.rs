@@ -372,7 +372,11 @@ impl ChannelTask {
                     let seq = st.next_job_seq;
                     st.next_job_seq += 1;
                     let active = Arc::new(ActiveJob::new(*job, seq, st.target));
-                    st.jobs.insert(active.clone());
+                    st.jobs.insert(
+                        active.job.job_id.clone(),
+                        active.job.clean_jobs,
+                        active.clone(),
+                    );
                     active
                 };
                 let _ = self.channel.events.send(ChannelEvent::Job(active));

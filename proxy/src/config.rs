@@ -1,10 +1,10 @@
 //! `blgv-proxy` configuration: TOML, deserialized into typed structs, validated at start.
 //!
-//! Every error names the key and says how to fix it, because the person reading it is a site
-//! operator at a remote farm, not the author of this file. Environment variables override the
-//! file: `BLGV_<SECTION>__<KEY>` (double underscore between levels, array items by index), e.g.
-//! `BLGV_PROXY__LISTEN=0.0.0.0:3334` or `BLGV_UPSTREAMS__0__USER=acct.site2`.
+//! Loading and environment overrides (`BLGV_PROXY__LISTEN=0.0.0.0:3334`,
+//! `BLGV_UPSTREAMS__0__USER=acct.site2`) come from `blgv-config`; this module holds the keys, their
+//! defaults and the checks, each error naming the key and the fix.
 
+use blgv_config::Validate;
 use blgv_stratum::Difficulty;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -197,49 +197,12 @@ impl Default for LedgerConfig {
     }
 }
 
-/// A configuration problem: which key, what is wrong, what to do.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("config key `{key}`: {problem}; fix: {fix}")]
-pub struct ConfigError {
-    pub key: String,
-    pub problem: String,
-    pub fix: String,
-}
-
-impl ConfigError {
-    fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
-    }
-}
-
-/// Why a config file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read config file {path}: {source}; fix: check the path given to --config")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid TOML for blgv-proxy: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
-    #[error("config file {path}: {error}")]
-    Invalid { path: PathBuf, error: ConfigError },
-}
+pub use blgv_config::{ConfigError, LoadError};
 
 impl Config {
     /// Read, apply `BLGV_…` environment overrides, deserialize and validate.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::from_toml_with_env(&text, path, std::env::vars())
+        blgv_config::load(path)
     }
 
     pub fn from_toml_with_env(
@@ -247,29 +210,17 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, LoadError> {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| LoadError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        for (var, value) in env {
-            if let Some(rest) = var.strip_prefix("BLGV_") {
-                apply_env_override(&mut doc, &var, rest, &value)?;
-            }
-        }
-        let config: Config =
-            Config::deserialize(toml::Value::Table(doc)).map_err(|e| LoadError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        config.validate().map_err(|error| LoadError::Invalid {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Ok(config)
+        blgv_config::from_toml_with_env(text, path, env)
     }
 
-    /// Check everything serde cannot: ranges, relations between keys, formats.
+    /// Check everything serde cannot (see [`Validate`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        Validate::validate(self)
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.upstreams.is_empty() {
             return Err(ConfigError::new(
                 "upstreams",
@@ -389,57 +340,6 @@ impl Config {
     }
 }
 
-/// Put `value` at the path named by an env var (`PROXY__LISTEN` → proxy.listen).
-fn apply_env_override(
-    doc: &mut toml::Table,
-    var: &str,
-    path: &str,
-    value: &str,
-) -> Result<(), LoadError> {
-    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-    if parts.iter().any(String::is_empty) {
-        return Err(LoadError::Env {
-            var: var.into(),
-            message: "empty path segment; write BLGV_SECTION__KEY".into(),
-        });
-    }
-    // A value that parses as a TOML scalar keeps its type (numbers, booleans); anything else is
-    // a string, so `BLGV_PROXY__LISTEN=0.0.0.0:3333` needs no quoting.
-    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
-    let (first, rest) = parts.split_first().expect("split yields at least one part");
-    let entry = doc
-        .entry(first.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    set_path(entry, rest, parsed).map_err(|message| LoadError::Env {
-        var: var.into(),
-        message,
-    })
-}
-
-fn set_path(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
-    let Some((part, rest)) = path.split_first() else {
-        *node = value;
-        return Ok(());
-    };
-    let child = match node {
-        toml::Value::Table(t) => t
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new())),
-        toml::Value::Array(a) => {
-            let idx: usize = part
-                .parse()
-                .map_err(|_| format!("{part:?} must be an array index"))?;
-            a.get_mut(idx)
-                .ok_or_else(|| format!("index {idx} is past the end of the array in the file"))?
-        }
-        _ => return Err(format!("{part:?} is below a value that is not a table")),
-    };
-    set_path(child, rest, value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +440,6 @@ user = "acct.site"
         .to_string();
         assert!(e.contains("listen"), "{e}");
         let e = load("this is = = not toml", &[]).unwrap_err().to_string();
-        assert!(e.contains("not valid TOML"), "{e}");
+        assert!(e.contains("is not valid"), "{e}");
     }
 }

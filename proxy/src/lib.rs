@@ -19,7 +19,6 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod upstream;
-pub mod vardiff;
 
 pub use config::{Config, ConfigError, LoadError};
 pub use stats::StatsSnapshot;

@@ -10,7 +10,7 @@ use crate::channel::{secs_since, ChannelEvent, Forward};
 use crate::context::{ProxyContext, Slot};
 use crate::link::Link;
 use crate::stats::bump;
-use crate::vardiff::Vardiff;
+use blgv_stratum::Vardiff;
 use blgv_stratum::{
     check_share, line, ClientRequest, CodecError, Configure, Difficulty, ErrorCode, Extranonce,
     Frame, LineCodec, ShareRejection, ShareRules, StratumError, Submit, Target,

@@ -1,5 +1,5 @@
-//! Stratum V1 for BLGV Site: the wire protocol, share math and validation shared by the site
-//! proxy and the pool coordinator. No sockets, config or storage live here.
+//! Stratum V1 for BLGV Site: the wire protocol, share math, validation and vardiff shared by the
+//! site proxy and the pool coordinator. No sockets, config or storage live here.
 
 pub mod codec;
 mod extranonce;
@@ -7,8 +7,10 @@ mod hash;
 mod hex_field;
 mod job;
 pub mod message;
+mod recent_jobs;
 mod share;
 mod target;
+pub mod vardiff;
 
 pub use codec::{CodecError, LineCodec};
 pub use extranonce::Extranonce;
@@ -18,5 +20,7 @@ pub use message::{
     line, Authorize, ClientRequest, Configure, ErrorCode, Frame, FrameError, ParamError,
     ServerNotification, StratumError, Submit, Subscribe, SubscribeResult,
 };
+pub use recent_jobs::{DuplicateFilter, RecentJobs, JOBS_KEPT};
 pub use share::{check_share, hash_difficulty, CheckedShare, ShareRejection, ShareRules};
 pub use target::{Difficulty, InvalidDifficulty, Target};
+pub use vardiff::{Vardiff, VardiffRules};

@@ -4,7 +4,7 @@
 //! are powers of two: exact as targets and accepted by every firmware. Below 1 only when the
 //! configured minimum allows it (regtest, tests, benchmarks).
 
-use blgv_stratum::Difficulty;
+use crate::Difficulty;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
