@@ -1,0 +1,381 @@
+//! One Stratum V1 connection to the pool (a site proxy or a plain miner).
+//!
+//! The same message types, share validation and vardiff as the site proxy (all from
+//! `blgv-stratum`); here each connection gets its own extranonce1, jobs come from the template
+//! feed, and a share that meets the network target becomes a block.
+
+use crate::context::{FoundBlock, PoolContext};
+use crate::job::PoolJob;
+use crate::ledger::{LedgerEvent, ShareRecord};
+use crate::stats::bump;
+use blgv_stratum::{
+    check_share, line, ClientRequest, CodecError, Configure, Difficulty, ErrorCode, Frame,
+    LineCodec, ShareRejection, ShareRules, StratumError, Submit, Target, Vardiff,
+};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_WORKERS_PER_CONNECTION: usize = 64;
+
+pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut lines =
+        FramedRead::with_capacity(read, LineCodec::new(ctx.config.pool.max_line_length), 512);
+    bump(&ctx.stats.connections_total);
+    ctx.stats.connections.fetch_add(1, Relaxed);
+    let mut s = Session::new(ctx.clone(), peer, write);
+    let mut jobs = ctx.feed.subscribe();
+    let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            line = lines.next() => match line {
+                None | Some(Err(CodecError::Io(_))) => break,
+                Some(Ok(bytes)) => s.on_line(&bytes),
+                Some(Err(CodecError::LineTooLong { max })) => {
+                    s.out.push_str(&line::error(&Value::Null, &StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"))));
+                    let _ = s.flush().await;
+                    break;
+                }
+            },
+            changed = jobs.changed() => {
+                if changed.is_err() { break; }
+                let job = jobs.borrow_and_update().clone();
+                if let Some(job) = job { s.send_job(&job); }
+            }
+            _ = tick.tick() => s.on_tick(),
+        }
+        if s.flush().await.is_err() {
+            break;
+        }
+    }
+    ctx.stats.connections.fetch_sub(1, Relaxed);
+}
+
+struct Session {
+    ctx: Arc<PoolContext>,
+    peer: SocketAddr,
+    writer: OwnedWriteHalf,
+    out: String,
+    extranonce1: Vec<u8>,
+    subscribed: bool,
+    requested_mask: Option<u32>,
+    granted_mask: u32,
+    workers: Vec<Arc<str>>,
+    working: bool,
+    vardiff: Vardiff,
+    suggested: Option<Difficulty>,
+    /// After a difficulty change: jobs created before `.1` may meet the old target `.0`.
+    grace: Option<(Target, Instant)>,
+    last_prevhash: Option<[u8; 32]>,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Session {
+    fn new(ctx: Arc<PoolContext>, peer: SocketAddr, writer: OwnedWriteHalf) -> Session {
+        let extranonce1 = ctx.next_extranonce1();
+        Session {
+            vardiff: Vardiff::new(
+                Difficulty::new(ctx.config.vardiff.initial).expect("validated"),
+                Instant::now(),
+            ),
+            ctx,
+            peer,
+            writer,
+            out: String::new(),
+            extranonce1,
+            subscribed: false,
+            requested_mask: None,
+            granted_mask: 0,
+            workers: Vec::new(),
+            working: false,
+            suggested: None,
+            grace: None,
+            last_prevhash: None,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r =
+            tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(self.out.as_bytes())).await;
+        self.out.clear();
+        r.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading",
+            ))
+        })
+    }
+
+    fn reply_err(&mut self, id: &Value, code: ErrorCode, message: impl Into<String>) {
+        self.out
+            .push_str(&line::error(id, &StratumError::new(code, message)));
+    }
+
+    fn on_line(&mut self, bytes: &[u8]) {
+        let (id, method, params) = match Frame::parse(bytes) {
+            Ok(Frame::Request { id, method, params }) => (id, method, params),
+            Ok(Frame::Response { .. }) => return,
+            Err(e) => {
+                return self.reply_err(
+                    &Value::Null,
+                    ErrorCode::Other,
+                    format!("{e}; send one JSON-RPC object per line"),
+                )
+            }
+        };
+        match ClientRequest::parse(&method, &params) {
+            Err(e) if method == "mining.submit" => {
+                self.reject(&id, None, ShareRejection::Malformed(e.to_string()))
+            }
+            Err(e) => self.reply_err(&id, ErrorCode::Other, format!("{method}: {e}")),
+            Ok(ClientRequest::Subscribe(_)) => {
+                let sub_id = hex::encode(&self.extranonce1);
+                self.out.push_str(&line::ok(
+                    &id,
+                    json!([
+                        [["mining.set_difficulty", sub_id], ["mining.notify", sub_id]],
+                        hex::encode(&self.extranonce1),
+                        self.ctx.config.pool.extranonce2_size
+                    ]),
+                ));
+                self.subscribed = true;
+                self.start_work_if_ready();
+            }
+            Ok(ClientRequest::Authorize(a)) => {
+                if !self.workers.iter().any(|w| **w == *a.user) {
+                    if self.workers.len() >= MAX_WORKERS_PER_CONNECTION {
+                        return self.reply_err(
+                            &id,
+                            ErrorCode::Other,
+                            format!("at most {MAX_WORKERS_PER_CONNECTION} workers per connection"),
+                        );
+                    }
+                    self.workers.push(Arc::from(a.user));
+                }
+                self.out.push_str(&line::ok(&id, Value::Bool(true)));
+                self.start_work_if_ready();
+            }
+            Ok(ClientRequest::Configure(c)) => self.on_configure(&id, c),
+            Ok(ClientRequest::SuggestDifficulty(d)) => {
+                self.suggested = Some(d);
+                self.out.push_str(&line::ok(&id, Value::Bool(true)));
+                if self.working {
+                    let next = self
+                        .ctx
+                        .vardiff
+                        .snap(d, Difficulty::new(f64::MAX).expect("positive"));
+                    self.change_difficulty(next);
+                }
+            }
+            Ok(ClientRequest::ExtranonceSubscribe) => {
+                self.out.push_str(&line::ok(&id, Value::Bool(true)))
+            }
+            Ok(ClientRequest::Submit(s)) => self.on_submit(&id, s),
+            Ok(ClientRequest::Unknown(m)) => {
+                self.reply_err(&id, ErrorCode::Other, format!("unknown method {m:?}"))
+            }
+        }
+    }
+
+    fn on_configure(&mut self, id: &Value, c: Configure) {
+        let mut result = Map::new();
+        for ext in c.extensions.iter().filter(|e| *e != "version-rolling") {
+            result.insert(ext.clone(), Value::Bool(false));
+        }
+        if let Some(asked) = c.version_rolling_mask {
+            let granted = asked & self.ctx.config.version_mask();
+            let ok = granted.count_ones() >= c.version_rolling_min_bit_count.max(1);
+            result.insert("version-rolling".into(), Value::Bool(ok));
+            if ok {
+                self.requested_mask = Some(asked);
+                self.granted_mask = granted;
+                result.insert(
+                    "version-rolling.mask".into(),
+                    Value::from(format!("{granted:08x}")),
+                );
+            }
+        }
+        self.out.push_str(&line::ok(id, Value::Object(result)));
+    }
+
+    fn start_work_if_ready(&mut self) {
+        if self.working || !self.subscribed || self.workers.is_empty() {
+            return;
+        }
+        self.working = true;
+        let wish = self.suggested.unwrap_or(self.vardiff.current());
+        let d = self
+            .ctx
+            .vardiff
+            .snap(wish, Difficulty::new(f64::MAX).expect("positive"));
+        self.vardiff.reset_to(d, Instant::now());
+        self.out.push_str(&line::set_difficulty(d));
+        if let Some(job) = self.ctx.feed.latest() {
+            self.send_job(&job);
+        }
+    }
+
+    fn send_job(&mut self, job: &PoolJob) {
+        if !self.working {
+            return;
+        }
+        // A job on a new previous block must be clean even if the miner missed the clean one.
+        let new_block = self.last_prevhash != Some(job.template.prevhash);
+        self.last_prevhash = Some(job.template.prevhash);
+        if new_block && !job.job.clean_jobs {
+            let mut j = job.job.clone();
+            j.clean_jobs = true;
+            self.out.push_str(&line::notify(&j));
+        } else {
+            self.out.push_str(&job.notify_line);
+        }
+    }
+
+    fn change_difficulty(&mut self, next: Difficulty) {
+        let current = self.vardiff.current();
+        if next != current {
+            self.vardiff.reset_to(next, Instant::now());
+            self.announce_difficulty(current, next);
+        }
+    }
+
+    fn announce_difficulty(&mut self, from: Difficulty, to: Difficulty) {
+        self.grace = Some((from.to_target(), Instant::now()));
+        self.out.push_str(&line::set_difficulty(to));
+    }
+
+    fn on_tick(&mut self) {
+        if self.working {
+            let from = self.vardiff.current();
+            if let Some(to) = self.vardiff.on_tick(
+                &self.ctx.vardiff,
+                Difficulty::new(f64::MAX).expect("positive"),
+                Instant::now(),
+            ) {
+                self.announce_difficulty(from, to);
+            }
+        }
+    }
+
+    fn reject(&mut self, id: &Value, worker: Option<&str>, why: ShareRejection) {
+        bump(&self.ctx.stats.shares_rejected);
+        tracing::debug!(peer = %self.peer, ?worker, reason = why.reason(), "share rejected: {why}");
+        self.out.push_str(&line::error(id, &why.to_stratum_error()));
+    }
+
+    fn check(
+        &self,
+        submit: &Submit,
+    ) -> Result<(Arc<PoolJob>, blgv_stratum::CheckedShare, Difficulty), ShareRejection> {
+        if !self.subscribed {
+            return Err(ShareRejection::NotSubscribed);
+        }
+        if !self.workers.iter().any(|w| **w == *submit.worker) {
+            return Err(ShareRejection::Unauthorized {
+                worker: submit.worker.clone(),
+            });
+        }
+        let job = self
+            .ctx
+            .feed
+            .get(&submit.job_id)
+            .ok_or_else(|| ShareRejection::Stale {
+                job_id: submit.job_id.clone(),
+            })?;
+        let current = self.vardiff.current().to_target();
+        let target = match self.grace {
+            Some((old, changed_at)) if job.created_at <= changed_at => old.max(current),
+            _ => current,
+        };
+        let age = job.created_at.elapsed().as_secs().min(u32::MAX as u64) as u32;
+        let rules = ShareRules {
+            version_mask: self.granted_mask,
+            ntime_min: job.job.ntime,
+            ntime_max: job
+                .job
+                .ntime
+                .saturating_add(age)
+                .saturating_add(self.ctx.config.pool.ntime_max_ahead_secs),
+            extranonce2_size: self.ctx.config.pool.extranonce2_size,
+        };
+        let share = check_share(&job.job, &self.extranonce1, submit, &rules, &target)?;
+        if !job.seen.first_submission(share.hash.fingerprint()) {
+            return Err(ShareRejection::Duplicate);
+        }
+        Ok((job, share, target.to_difficulty()))
+    }
+
+    fn on_submit(&mut self, id: &Value, submit: Submit) {
+        let (job, share, credited) = match self.check(&submit) {
+            Ok(ok) => ok,
+            Err(why) => return self.reject(id, Some(&submit.worker), why),
+        };
+        self.out.push_str(&line::ok(id, Value::Bool(true)));
+        bump(&self.ctx.stats.shares_accepted);
+        let worker = self
+            .workers
+            .iter()
+            .find(|w| ***w == *submit.worker)
+            .cloned()
+            .expect("checked: authorized");
+        let record = ShareRecord {
+            time_ms: unix_ms(),
+            worker: worker.clone(),
+            difficulty: credited.as_f64(),
+            network_difficulty: job.network_target.to_difficulty().as_f64(),
+            height: job.template.height,
+            job_id: job.job.job_id.clone(),
+        };
+        if job.network_target.is_met_by(&share.hash) {
+            let root = job.job.merkle_root(share.coinbase_txid);
+            let header = job
+                .job
+                .header(&root, share.version, submit.ntime, submit.nonce);
+            let block = job.block(&header, &self.extranonce1, submit.extranonce2.as_bytes());
+            let hash = share.hash.to_string();
+            tracing::info!(%hash, height = job.template.height, %worker, "BLOCK FOUND; submitting");
+            bump(&self.ctx.stats.blocks_found);
+            self.ctx.record(LedgerEvent::Block {
+                share: record,
+                hash: hash.clone(),
+                reward_sats: job.template.coinbase_value,
+            });
+            self.ctx.submit_block(FoundBlock {
+                hash,
+                height: job.template.height,
+                hex: hex::encode(block),
+            });
+        } else {
+            self.ctx.record(LedgerEvent::Share(record));
+        }
+        let from = self.vardiff.current();
+        if let Some(to) = self.vardiff.on_share(
+            &self.ctx.vardiff,
+            Difficulty::new(f64::MAX).expect("positive"),
+            Instant::now(),
+        ) {
+            self.announce_difficulty(from, to);
+        }
+    }
+}
