@@ -180,3 +180,22 @@ impl PreparedTemplate {
 }
 
 use bitcoin::hashes::Hash as _;
+
+/// A shared source is a source: callers (tests, the demo) keep a handle on what the pool uses.
+impl<T: TemplateSource> TemplateSource for std::sync::Arc<T> {
+    fn get_template(
+        &self,
+        longpoll_id: Option<String>,
+    ) -> impl Future<Output = Result<BlockTemplate, NodeError>> + Send {
+        (**self).get_template(longpoll_id)
+    }
+    fn submit_block(
+        &self,
+        block_hex: String,
+    ) -> impl Future<Output = Result<Option<String>, NodeError>> + Send {
+        (**self).submit_block(block_hex)
+    }
+    fn chain_info(&self) -> impl Future<Output = Result<ChainInfo, NodeError>> + Send {
+        (**self).chain_info()
+    }
+}

@@ -2,6 +2,9 @@
 //! for hostile inputs, and ledger queries.
 #![allow(dead_code)]
 
+pub mod fixed_template;
+pub mod hostile;
+
 use blgv_proxy::config::{Config, UpstreamConfig};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -37,6 +40,24 @@ pub fn proxy_config(pools: &[SocketAddr], difficulty: f64, dir: &Path) -> Config
     Config::from_toml_with_env(&text, Path::new("test.toml"), std::iter::empty())
         .expect("test config is valid")
 }
+
+/// A regtest pool on 127.0.0.1:0 paying a fixed address, difficulty `difficulty` for every
+/// connection (min = initial, max = `max`), ledger in `dir`.
+pub fn cloud_config(node_url: &str, difficulty: f64, max: f64, dir: &Path) -> blgv_cloud::Config {
+    let text = format!(
+        "[pool]\nlisten = \"127.0.0.1:0\"\nnetwork = \"regtest\"\npayout_address = \"{PAYOUT_ADDRESS}\"\njob_refresh_secs = 30\n\
+         [node]\nurl = \"{node_url}\"\nuser = \"rpc\"\npassword = \"secret\"\ntimeout_ms = 2000\n\
+         [vardiff]\ninitial = {difficulty:e}\nmin = {difficulty:e}\nmax = {max:e}\ntarget_shares_per_minute = 60\nretarget_secs = 60\n\
+         [ledger]\npath = {:?}\nflush_interval_ms = 50\n",
+        dir.join("cloud.db")
+    );
+    blgv_cloud::Config::from_toml_with_env(&text, Path::new("cloud-test.toml"), std::iter::empty())
+        .expect("test cloud config is valid")
+}
+
+/// The regtest address the test pool pays (P2WPKH).
+pub const PAYOUT_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+pub const PAYOUT_SCRIPT_HEX: &str = "0014751e76e8199196d454941c45d1b3a323f1433bd6";
 
 pub fn upstream(addr: SocketAddr) -> UpstreamConfig {
     UpstreamConfig {
