@@ -23,6 +23,8 @@ pub struct RealNode {
     pub password: String,
     /// What `bitcoind -version` printed first.
     pub version: String,
+    /// The P2P port (loopback only).
+    pub p2p_port: u16,
     child: Child,
     datadir: PathBuf,
 }
@@ -118,6 +120,13 @@ fn free_port() -> Result<u16, String> {
 impl RealNode {
     /// Starts `bitcoind -regtest` on free loopback ports and waits until RPC answers.
     pub async fn start() -> Result<RealNode, String> {
+        RealNode::start_with(&[]).await
+    }
+
+    /// As [`RealNode::start`], with extra command-line arguments (later ones win), e.g.
+    /// `-listen=1 -bind=127.0.0.1` for a peer and `-connect=127.0.0.1:PORT` to reach it: this
+    /// node refuses `getblocktemplate` ("Bitcoin is not connected!") until it has a peer.
+    pub async fn start_with(extra_args: &[String]) -> Result<RealNode, String> {
         if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
             return Err(skipped("the wheel's bitcoind is for Linux x86_64 only"));
         }
@@ -157,6 +166,7 @@ impl RealNode {
             .arg(format!("-port={p2p_port}"))
             .arg(format!("-rpcuser={user}"))
             .arg(format!("-rpcpassword={password}"))
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -166,6 +176,7 @@ impl RealNode {
             user,
             password,
             version,
+            p2p_port,
             child,
             datadir,
         };
