@@ -8,8 +8,10 @@
 //! with the project's own `blgv-stratum` crate. That independence is the point: if the proxy and
 //! its stratum library agree on a wrong idea of a share, this crate still says no.
 
+pub mod asic;
 pub mod jsonrpc;
 pub mod line_reader;
+pub mod meter_sim;
 pub mod miner;
 pub mod node;
 pub mod pool;

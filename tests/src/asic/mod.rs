@@ -1,0 +1,1 @@
+//! Emulated ASIC firmware control APIs (being written).

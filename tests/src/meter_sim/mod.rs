@@ -1,0 +1,1 @@
+//! A Modbus meter simulator whose power follows the emulated miners (being written).
