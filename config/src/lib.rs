@@ -1,7 +1,8 @@
 //! Loading a BLGV configuration file.
 //!
 //! TOML is read, `BLGV_<SECTION>__<KEY>` environment variables are applied on top (double
-//! underscore between levels, array items by index: `BLGV_UPSTREAMS__0__USER`), the result is
+//! underscore between levels, array items by index: `BLGV_UPSTREAMS__0__USER`; `BLGV_` names
+//! without a double underscore, like `BLGV_LOG`, are not configuration), the result is
 //! deserialized into the program's typed config and validated. Every error names the key and the
 //! fix, because the reader is an operator at a remote site, not the author of the file.
 
@@ -68,7 +69,9 @@ pub fn from_toml_with_env<T: DeserializeOwned + Validate>(
         message: e.to_string(),
     })?;
     for (var, value) in env {
-        if let Some(rest) = var.strip_prefix("BLGV_") {
+        // Only `BLGV_SECTION__KEY` names are overrides; other BLGV_ variables (BLGV_LOG, the
+        // test tools' switches) are not configuration.
+        if let Some(rest) = var.strip_prefix("BLGV_").filter(|r| r.contains("__")) {
             apply_override(&mut doc, rest, &value).map_err(|message| LoadError::Env {
                 var: var.clone(),
                 message,
@@ -175,6 +178,8 @@ mod tests {
             e.contains("BLGV_ITEMS__3__S") && e.contains("past the end"),
             "{e}"
         );
+        // Not overrides: no SECTION__KEY shape.
+        assert!(load(&[("BLGV_LOG", "debug"), ("BLGV_REAL_NODE", "1")]).is_ok());
         let e = load(&[("BLGV_A____N", "v")]).unwrap_err().to_string();
         assert!(e.contains("empty path segment"), "{e}");
         let e = load(&[("BLGV_A__N", "-1")]).unwrap_err().to_string();

@@ -111,7 +111,7 @@ fn estimated_kw(miners: &[MinerInfo]) -> f64 {
 }
 
 /// Worst efficiency first, then lowest priority, then id for a stable order.
-fn shed_order<'a>(miners: &'a [MinerInfo]) -> Vec<&'a MinerInfo> {
+fn shed_order(miners: &[MinerInfo]) -> Vec<&MinerInfo> {
     let mut v: Vec<&MinerInfo> = miners
         .iter()
         .filter(|m| m.state == PowerState::Running)
@@ -126,7 +126,7 @@ fn shed_order<'a>(miners: &'a [MinerInfo]) -> Vec<&'a MinerInfo> {
 }
 
 /// Best efficiency first, then highest priority.
-fn restore_order<'a>(miners: &'a [MinerInfo]) -> Vec<&'a MinerInfo> {
+fn restore_order(miners: &[MinerInfo]) -> Vec<&MinerInfo> {
     let mut v: Vec<&MinerInfo> = miners
         .iter()
         .filter(|m| m.state == PowerState::Paused)

@@ -195,6 +195,7 @@ where
     let n = c.notification("mining.notify").await;
     let w2 = Work {
         job_id: n["params"][0].as_str().unwrap().to_string(),
+        ntime: u32::from_str_radix(n["params"][7].as_str().unwrap(), 16).unwrap(),
         ..w
     };
     let mut low = 0;
