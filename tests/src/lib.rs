@@ -13,6 +13,7 @@ pub mod jsonrpc;
 pub mod line_reader;
 pub mod meter_sim;
 pub mod miner;
+pub mod mosquitto;
 pub mod node;
 pub mod pool;
 pub mod share_math;

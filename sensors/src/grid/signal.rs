@@ -133,11 +133,30 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Parse and validate one message at time `now`.
+/// How a message arrived: live from the operator, or replayed by the broker as the retained
+/// "current signal" (after a restart). A retained signal may be older than `max_age_s` and still
+/// in force; only its end decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Live,
+    Retained,
+}
+
+/// Parse and validate one live message at time `now`.
 pub fn parse_signal(
     payload: &[u8],
     rules: &SignalRules,
     now: SystemTime,
+) -> Result<SignalMessage, SignalError> {
+    parse_signal_delivered(payload, rules, now, Delivery::Live)
+}
+
+/// Parse and validate one message at time `now`, delivered as `delivery`.
+pub fn parse_signal_delivered(
+    payload: &[u8],
+    rules: &SignalRules,
+    now: SystemTime,
+    delivery: Delivery,
 ) -> Result<SignalMessage, SignalError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(SignalError::TooLarge(payload.len()));
@@ -164,7 +183,7 @@ pub fn parse_signal(
     }
     let issued_at = parse_time(o.get("issued_at").unwrap_or(&Value::Null), "issued_at")?;
     if let Ok(age) = now.duration_since(issued_at) {
-        if age.as_secs() > rules.max_age_s {
+        if age.as_secs() > rules.max_age_s && delivery == Delivery::Live {
             return Err(SignalError::Stale {
                 id,
                 age_s: age.as_secs(),
@@ -379,5 +398,31 @@ mod tests {
             parse_signal(&big, &SignalRules::default(), now()),
             Err(SignalError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_retained_signal_may_be_old_but_not_over() {
+        let t = 1_800_000_000u64;
+        let old_but_running =
+            json!({"signal_id": "r", "issued_at": t - 1000, "duration_s": 3600, "limit_kw": 5})
+                .to_string();
+        let rules = SignalRules::default();
+        assert!(
+            parse_signal(old_but_running.as_bytes(), &rules, now()).is_err(),
+            "live: stale"
+        );
+        assert!(parse_signal_delivered(
+            old_but_running.as_bytes(),
+            &rules,
+            now(),
+            Delivery::Retained
+        )
+        .is_ok());
+        let over =
+            json!({"signal_id": "r", "issued_at": t - 1000, "duration_s": 600, "limit_kw": 5})
+                .to_string();
+        let e =
+            parse_signal_delivered(over.as_bytes(), &rules, now(), Delivery::Retained).unwrap_err();
+        assert!(matches!(e, SignalError::Expired { .. }), "{e}");
     }
 }

@@ -1,0 +1,182 @@
+//! A real MQTT broker for tests: mosquitto (Debian package), started with a generated config —
+//! TLS with a throwaway CA, a password file and an ACL — on a free 127.0.0.1 port.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Users the generated password file knows, and what the ACL lets them do on site `site1`:
+/// `grid` publishes signals, `site1` reads them and publishes acks/reports/status, `intruder`
+/// may only read.
+pub const USERS: [(&str, &str); 3] = [
+    ("grid", "grid-secret"),
+    ("site1", "site1-secret"),
+    ("intruder", "intruder-secret"),
+];
+
+pub struct Mosquitto {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    child: Child,
+    dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop (no extra dependency for one folder).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn find_binary(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Mosquitto {
+    /// Start a TLS broker; `Err("skipped: ...")` when mosquitto or openssl is not installed.
+    pub fn start() -> Result<Mosquitto, String> {
+        let broker = find_binary("mosquitto")
+            .ok_or("skipped: mosquitto is not installed (apt-get install mosquitto)")?;
+        let passwd =
+            find_binary("mosquitto_passwd").ok_or("skipped: mosquitto_passwd is not installed")?;
+        let openssl = find_binary("openssl").ok_or("skipped: openssl is not installed")?;
+        let dir = std::env::temp_dir().join(format!(
+            "blgv-mosquitto-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let dir = tempfile_dir::Dir(dir);
+        let d = &dir.0;
+        // A throwaway CA and a server certificate for 127.0.0.1.
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=blgv-test-ca",
+            ])
+            .arg("-keyout")
+            .arg(d.join("ca.key"))
+            .arg("-out")
+            .arg(d.join("ca.pem")))?;
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(d.join("server.key"))
+            .arg("-out")
+            .arg(d.join("server.csr")))?;
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .map_err(|e| e.to_string())?;
+        run(Command::new(&openssl)
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(d.join("server.csr"))
+            .arg("-CA")
+            .arg(d.join("ca.pem"))
+            .arg("-CAkey")
+            .arg(d.join("ca.key"))
+            .arg("-out")
+            .arg(d.join("server.pem"))
+            .arg("-extfile")
+            .arg(d.join("san.ext")))?;
+        let pw = d.join("passwd");
+        std::fs::write(&pw, "").map_err(|e| e.to_string())?;
+        for (user, pass) in USERS {
+            run(Command::new(&passwd).arg("-b").arg(&pw).arg(user).arg(pass))?;
+        }
+        std::fs::write(
+            d.join("acl"),
+            "user grid\ntopic write blgv/site/+/curtailment\ntopic read blgv/site/+/curtailment/#\ntopic read blgv/site/+/status\n\n\
+             user site1\ntopic read blgv/site/site1/curtailment\ntopic write blgv/site/site1/curtailment/ack\n\
+             topic write blgv/site/site1/curtailment/report\ntopic readwrite blgv/site/site1/status\n\n\
+             user intruder\ntopic read blgv/#\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        std::fs::write(
+            d.join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
+                 cafile {}\ncertfile {}\nkeyfile {}\npersistence false\nlog_dest stderr\n",
+                pw.display(),
+                d.join("acl").display(),
+                d.join("ca.pem").display(),
+                d.join("server.pem").display(),
+                d.join("server.key").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        // Debian's mosquitto drops to the "mosquitto" user when started as root: it must read these.
+        let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(d).status();
+        let child = Command::new(&broker)
+            .arg("-c")
+            .arg(d.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting mosquitto: {e}"))?;
+        let m = Mosquitto {
+            port,
+            ca_file: d.join("ca.pem"),
+            child,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("mosquitto did not open its port within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(m)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
