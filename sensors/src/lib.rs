@@ -6,10 +6,12 @@
 //! * [`controller`]: the pure decision function that turns readings, the active signal and the
 //!   miners' properties into "shed / restore these miners".
 //! * [`control`]: the ASIC firmware clients that pause, power-limit and resume miners.
+//! * [`curtailment`]: the loop that ties them together and reports compliance.
 //!
 //! Nothing here knows Stratum; the proxy wires these pieces to its miner registry.
 
 pub mod control;
 pub mod controller;
+pub mod curtailment;
 pub mod grid;
 pub mod meter;

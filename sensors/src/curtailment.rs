@@ -1,0 +1,220 @@
+//! The curtailment loop: the site meter and the grid signal go into the controller; its decisions
+//! go out to the miners' firmware; compliance reports go back to the grid operator.
+//!
+//! The loop wakes on every new signal (so a limit is acted on at once) and on a short tick (so
+//! the meter's verdict is checked and more is shed if the site is still over). Commands to many
+//! miners are sent concurrently, each with its own timeout; a miner whose command failed keeps
+//! its state and is tried again on the next decision.
+
+use crate::control::MinerControl;
+use crate::controller::{
+    decide, Action, ControllerConfig, ControllerState, Inputs, MinerInfo, PowerState,
+};
+use crate::grid::{ComplianceReport, GridLink, Signal};
+use crate::meter::MeterHandle;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A miner the controller may pause and resume.
+pub struct ManagedMiner {
+    pub info: MinerInfo,
+    pub control: Arc<dyn MinerControl>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub controller: ControllerConfig,
+    /// How often the meter's verdict is re-checked.
+    pub tick: Duration,
+    /// How often a compliance report is published during a signal.
+    pub report_interval: Duration,
+    /// Per-command timeout (the backends have their own too).
+    pub command_timeout: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            controller: ControllerConfig::default(),
+            tick: Duration::from_millis(250),
+            report_interval: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the loop is doing, for the proxy's API and for tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CurtailmentStatus {
+    pub signal_id: Option<String>,
+    pub limit_kw: Option<f64>,
+    pub measured_kw: Option<f64>,
+    pub miners_shed: usize,
+    pub commands_ok: u64,
+    pub commands_failed: u64,
+    pub last_decision: String,
+}
+
+pub struct CurtailmentHandle {
+    status: watch::Receiver<CurtailmentStatus>,
+}
+
+impl CurtailmentHandle {
+    pub fn status(&self) -> CurtailmentStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<CurtailmentStatus> {
+        self.status.clone()
+    }
+}
+
+/// Start the loop; it runs until `shutdown`.
+pub fn spawn(
+    cfg: LoopConfig,
+    miners: Vec<ManagedMiner>,
+    meter: MeterHandle,
+    signal: watch::Receiver<Option<Signal>>,
+    grid: Option<GridLink>,
+    shutdown: CancellationToken,
+) -> CurtailmentHandle {
+    let (tx, rx) = watch::channel(CurtailmentStatus::default());
+    tokio::spawn(run(cfg, miners, meter, signal, grid, tx, shutdown));
+    CurtailmentHandle { status: rx }
+}
+
+async fn run(
+    cfg: LoopConfig,
+    mut miners: Vec<ManagedMiner>,
+    meter: MeterHandle,
+    mut signal: watch::Receiver<Option<Signal>>,
+    grid: Option<GridLink>,
+    status: watch::Sender<CurtailmentStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut state = ControllerState::default();
+    let mut tick = tokio::time::interval(cfg.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report: Option<Instant> = None;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = signal.changed() => if changed.is_err() { return; },
+            _ = shutdown.cancelled() => return,
+        }
+        let now = SystemTime::now();
+        let current = signal.borrow().clone();
+        let active = current.filter(|s| s.is_active(now));
+        let limit_kw = active.as_ref().and_then(|s| s.limit_kw);
+        let measured_kw = meter.latest().power_kw();
+        let infos: Vec<MinerInfo> = miners.iter().map(|m| m.info.clone()).collect();
+        let decision = decide(
+            &cfg.controller,
+            &mut state,
+            Inputs {
+                now: Instant::now(),
+                measured_kw,
+                limit_kw,
+                miners: &infos,
+            },
+        );
+        if !decision.actions.is_empty() {
+            tracing::info!(
+                why = decision.why,
+                actions = decision.actions.len(),
+                ?limit_kw,
+                ?measured_kw,
+                "curtailment decision"
+            );
+            let (o, f) = execute(&mut miners, &decision.actions, cfg.command_timeout).await;
+            ok += o;
+            failed += f;
+        }
+        let shed = miners
+            .iter()
+            .filter(|m| m.info.state == PowerState::Paused)
+            .count();
+        status.send_replace(CurtailmentStatus {
+            signal_id: active.as_ref().map(|s| s.id.clone()),
+            limit_kw,
+            measured_kw,
+            miners_shed: shed,
+            commands_ok: ok,
+            commands_failed: failed,
+            last_decision: decision.why.to_string(),
+        });
+        if let (Some(s), Some(link)) = (&active, &grid) {
+            if last_report.is_none_or(|t| t.elapsed() >= cfg.report_interval) {
+                last_report = Some(Instant::now());
+                let compliant = match (measured_kw, s.limit_kw) {
+                    (Some(m), Some(l)) => m <= l,
+                    (None, Some(_)) => false,
+                    (_, None) => true,
+                };
+                link.publish_report(&ComplianceReport {
+                    signal_id: s.id.clone(),
+                    limit_kw: s.limit_kw,
+                    measured_kw,
+                    miners_shed: shed,
+                    seconds_since_start: now
+                        .duration_since(s.start)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    compliant,
+                })
+                .await;
+            }
+        } else {
+            last_report = None;
+        }
+    }
+}
+
+/// Send every action at once; update the state of the miners that obeyed.
+async fn execute(miners: &mut [ManagedMiner], actions: &[Action], timeout: Duration) -> (u64, u64) {
+    let jobs = actions.iter().filter_map(|a| {
+        let (id, pause) = match a {
+            Action::Pause(id) => (id, true),
+            Action::Resume(id) => (id, false),
+        };
+        let m = miners.iter().position(|m| &m.info.id == id)?;
+        let control = miners[m].control.clone();
+        Some(async move {
+            let r = tokio::time::timeout(timeout, async {
+                if pause {
+                    control.pause().await
+                } else {
+                    control.resume().await
+                }
+            })
+            .await;
+            (m, pause, r)
+        })
+    });
+    let results = futures::future::join_all(jobs).await;
+    let (mut ok, mut failed) = (0, 0);
+    for (m, pause, r) in results {
+        match r {
+            Ok(Ok(())) => {
+                ok += 1;
+                miners[m].info.state = if pause {
+                    PowerState::Paused
+                } else {
+                    PowerState::Running
+                };
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                tracing::warn!(miner = %miners[m].info.id, "firmware command failed: {e}");
+            }
+            Err(_) => {
+                failed += 1;
+                tracing::warn!(miner = %miners[m].info.id, "firmware command timed out");
+            }
+        }
+    }
+    (ok, failed)
+}
