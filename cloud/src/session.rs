@@ -79,6 +79,8 @@ struct Session {
     /// After a difficulty change: jobs created before `.1` may meet the old target `.0`.
     grace: Option<(Target, Instant)>,
     last_prevhash: Option<[u8; 32]>,
+    /// The job last sent: the feed may announce a job this session already sent at authorize.
+    last_job_id: Option<String>,
 }
 
 fn unix_ms() -> i64 {
@@ -109,6 +111,7 @@ impl Session {
             suggested: None,
             grace: None,
             last_prevhash: None,
+            last_job_id: None,
         }
     }
 
@@ -237,9 +240,10 @@ impl Session {
     }
 
     fn send_job(&mut self, job: &PoolJob) {
-        if !self.working {
+        if !self.working || self.last_job_id.as_deref() == Some(job.job.job_id.as_str()) {
             return;
         }
+        self.last_job_id = Some(job.job.job_id.clone());
         // A job on a new previous block must be clean even if the miner missed the clean one.
         let new_block = self.last_prevhash != Some(job.template.prevhash);
         self.last_prevhash = Some(job.template.prevhash);

@@ -118,6 +118,9 @@ struct Session {
     grace: Option<(Target, u64)>,
     /// Send the next job with clean_jobs forced (after an extranonce change).
     needs_clean_job: bool,
+    /// Sequence number of the newest job sent on the current link: a job event can repeat (or
+    /// trail) what was sent at authorize, and miners must not get old work after new.
+    last_job_seq: u64,
     close_at: Option<Instant>,
 }
 
@@ -144,6 +147,7 @@ impl Session {
             suggested: None,
             grace: None,
             needs_clean_job: false,
+            last_job_seq: 0,
             close_at: None,
         }
     }
@@ -235,6 +239,7 @@ impl Session {
         self.extranonce2_size = link.layout.miner_extranonce2_size();
         self.granted_mask = self.requested_mask.unwrap_or(0) & link.version_mask();
         self.link = Some(link);
+        self.last_job_seq = 0;
     }
 
     async fn on_subscribe(&mut self, id: &Value) {
@@ -339,6 +344,7 @@ impl Session {
         self.vardiff.reset_to(d, std::time::Instant::now());
         self.out.push_str(&line::set_difficulty(d));
         if let Some(job) = self.link.as_ref().and_then(|l| l.latest_job()) {
+            self.last_job_seq = job.seq;
             self.out.push_str(&job.clean_notify_line());
         }
     }
@@ -381,7 +387,8 @@ impl Session {
     fn on_event(&mut self, event: Result<ChannelEvent, RecvError>) -> bool {
         match event {
             Ok(ChannelEvent::Job(job)) => {
-                if self.working {
+                if self.working && job.seq > self.last_job_seq {
+                    self.last_job_seq = job.seq;
                     if std::mem::take(&mut self.needs_clean_job) {
                         self.out.push_str(&job.clean_notify_line());
                     } else {
@@ -415,6 +422,7 @@ impl Session {
                     }
                     Some(link) if self.working => {
                         if let Some(job) = link.latest_job() {
+                            self.last_job_seq = job.seq;
                             self.out.push_str(&job.clean_notify_line());
                         }
                     }
@@ -466,7 +474,10 @@ impl Session {
             self.vardiff.reset_to(next, std::time::Instant::now());
             self.out.push_str(&line::set_difficulty(next));
             match self.link.as_ref().and_then(|l| l.latest_job()) {
-                Some(job) => self.out.push_str(&job.clean_notify_line()),
+                Some(job) => {
+                    self.last_job_seq = job.seq;
+                    self.out.push_str(&job.clean_notify_line());
+                }
                 None => self.needs_clean_job = true,
             }
         }
