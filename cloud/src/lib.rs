@@ -11,6 +11,7 @@ pub mod context;
 pub mod job;
 pub mod job_feed;
 pub mod ledger;
+pub mod payout;
 pub mod rpc;
 pub mod session;
 pub mod stats;
