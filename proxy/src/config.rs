@@ -4,7 +4,9 @@
 //! `BLGV_UPSTREAMS__0__USER=acct.site2`) come from `blgv-config`; this module holds the keys, their
 //! defaults and the checks, each error naming the key and the fix.
 
+pub use crate::site_config::{CurtailmentSection, GridSection, SiteMiner};
 use blgv_config::Validate;
+use blgv_sensors::meter::MeterConfig;
 use blgv_stratum::Difficulty;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -28,6 +30,17 @@ pub struct Config {
     pub version_rolling: VersionRollingConfig,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Power meters (Modbus TCP/RTU); see `site_config`.
+    #[serde(default)]
+    pub meters: Vec<MeterConfig>,
+    /// Where the grid operator's curtailment signals come from.
+    #[serde(default)]
+    pub grid: GridSection,
+    #[serde(default)]
+    pub curtailment: CurtailmentSection,
+    /// The ASICs curtailment may pause, with their firmware APIs.
+    #[serde(default)]
+    pub miners: Vec<SiteMiner>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,7 +349,7 @@ impl Validate for Config {
                 "set a writable file path, e.g. \"/var/lib/blgv-proxy/ledger.db\"",
             ));
         }
-        Ok(())
+        crate::site_config::validate(&self.meters, &self.grid, &self.curtailment, &self.miners)
     }
 }
 

@@ -6,6 +6,7 @@ use crate::ledger::Ledger;
 use crate::link::Link;
 use crate::router::Router;
 use crate::stats::ProxyStats;
+use crate::withhold::Withholding;
 use blgv_stratum::Difficulty;
 use blgv_stratum::VardiffRules;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ pub struct ProxyContext {
     pub vardiff: VardiffRules,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Miners whose work curtailment withholds (its last resort).
+    pub withholding: Arc<Withholding>,
     channels: Mutex<Vec<Arc<Channel>>>,
 }
 
@@ -62,6 +65,7 @@ impl ProxyContext {
             vardiff,
             shutdown,
             tasks: TaskTracker::new(),
+            withholding: Arc::default(),
             channels: Mutex::new(Vec::new()),
         })
     }

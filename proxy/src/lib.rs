@@ -17,8 +17,11 @@ pub mod link;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod site_config;
+pub mod site_power;
 pub mod stats;
 pub mod upstream;
+pub mod withhold;
 
 pub use config::{Config, ConfigError, LoadError};
 pub use stats::StatsSnapshot;
@@ -40,12 +43,15 @@ pub enum StartError {
     Ledger(#[from] ledger::LedgerError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Grid(#[from] site_power::GridStartError),
 }
 
 /// A running proxy.
 pub struct ProxyHandle {
     local_addr: SocketAddr,
     ctx: Arc<ProxyContext>,
+    power: site_power::SitePower,
     ledger_task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +68,21 @@ impl ProxyHandle {
     /// Miners per upstream connection, in channel order.
     pub fn upstream_loads(&self) -> Vec<u32> {
         self.ctx.channel_loads()
+    }
+
+    /// The curtailment loop's state, when miners are configured for it.
+    pub fn curtailment_status(&self) -> Option<blgv_sensors::curtailment::CurtailmentStatus> {
+        self.power.curtailment_status()
+    }
+
+    /// The meters, grid link and curtailment loop.
+    pub fn site_power(&self) -> &site_power::SitePower {
+        &self.power
+    }
+
+    /// Miners whose work curtailment withholds right now (its last resort).
+    pub fn withheld(&self) -> Vec<withhold::MinerSelector> {
+        self.ctx.withholding.withheld()
     }
 
     /// Stop accepting, close every session and upstream, and flush the ledger.
@@ -113,11 +134,13 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         config.clone(),
         shutdown.clone(),
     ));
+    let power = site_power::start(&config, ctx.withholding.clone(), shutdown.clone())?;
     ctx.tasks.spawn(server::run_listener(listener, ctx.clone()));
     tracing::info!(listen = %local_addr, pools = config.upstreams.len(), "blgv-proxy started");
     Ok(ProxyHandle {
         local_addr,
         ctx,
+        power,
         ledger_task,
     })
 }

@@ -42,6 +42,13 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
         FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 512);
     bump(&ctx.stats.miner_connections_total);
     ctx.stats.miners_connected.fetch_add(1, Relaxed);
+    if ctx.withholding.is_withheld(peer.ip(), &[]) {
+        // Curtailment's last resort: this ASIC gets no work until it is released.
+        ctx.stats.miners_connected.fetch_sub(1, Relaxed);
+        tracing::debug!(%peer, "connection refused: work withheld by curtailment");
+        return;
+    }
+    let mut withholding = ctx.withholding.subscribe();
     let mut session = Session::new(ctx.clone(), peer, write);
     let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -66,6 +73,12 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
                 }
             }
             _ = tick.tick() => session.on_tick(),
+            changed = withholding.changed() => {
+                if changed.is_ok() && ctx.withholding.is_withheld(peer.ip(), &session.workers) {
+                    tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
+                    break;
+                }
+            }
             _ = sleep_until(session.close_at) => break,
         }
         if session.flush().await.is_err() {
@@ -276,6 +289,20 @@ impl Session {
                 return;
             }
             self.workers.push(Arc::from(user));
+        }
+        if self
+            .ctx
+            .withholding
+            .is_withheld(self.peer.ip(), &self.workers)
+        {
+            self.reply_err(
+                id,
+                ErrorCode::Unauthorized,
+                "work withheld: the site is curtailing this miner and its firmware did not \
+                 pause it; it gets work again when the curtailment ends",
+            );
+            self.close_at = Some(Instant::now() + RECONNECT_GRACE);
+            return;
         }
         self.reply_ok(id, Value::Bool(true));
         self.start_work_if_ready();

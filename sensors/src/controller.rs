@@ -54,6 +54,11 @@ pub struct ControllerConfig {
     pub restore_step_kw: f64,
     /// Time between restore steps.
     pub restore_interval: Duration,
+    /// How long paused miners take to show on the meter (boards ramping down, the meter's own
+    /// poll period). Until a reading taken this long after the last shed arrives, the
+    /// controller does not shed more on the strength of an older reading: it would pause
+    /// miners for power that is already gone.
+    pub settle: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -63,6 +68,7 @@ impl Default for ControllerConfig {
             hysteresis_kw: 5.0,
             restore_step_kw: 20.0,
             restore_interval: Duration::from_secs(10),
+            settle: Duration::from_secs(3),
         }
     }
 }
@@ -70,6 +76,8 @@ impl Default for ControllerConfig {
 #[derive(Debug, Clone, Default)]
 pub struct ControllerState {
     last_restore: Option<Instant>,
+    /// When the controller last shed, and what it expected the site to draw after it.
+    last_shed: Option<(Instant, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +91,8 @@ pub struct Inputs<'a> {
     pub now: Instant,
     /// Fresh, good measurement of the whole site; `None` when the meter is blind.
     pub measured_kw: Option<f64>,
+    /// When that measurement was taken; `None` = just now.
+    pub measured_at: Option<Instant>,
     /// The active signal's limit; `None` when no signal is in force.
     pub limit_kw: Option<f64>,
     pub miners: &'a [MinerInfo],
@@ -156,6 +166,25 @@ pub fn decide(cfg: &ControllerConfig, state: &mut ControllerState, inputs: Input
     };
     let goal = limit - cfg.margin_kw;
     if site_kw > goal {
+        // A reading from before the last shed has settled does not show it yet: until the meter
+        // catches up, trust what that shed was expected to leave (a lower limit arriving
+        // meanwhile still sheds more, from there).
+        let measured_at = inputs.measured_at.unwrap_or(inputs.now);
+        let site_kw = match state.last_shed {
+            Some((at, expected))
+                if inputs.measured_kw.is_some() && measured_at < at + cfg.settle =>
+            {
+                site_kw.min(expected)
+            }
+            _ => site_kw,
+        };
+        if site_kw <= goal {
+            return Decision {
+                actions: vec![],
+                expected_kw: site_kw,
+                why: "waiting for the meter to show the last shed",
+            };
+        }
         let mut expected = site_kw;
         let mut actions = Vec::new();
         for m in shed_order(inputs.miners) {
@@ -164,6 +193,9 @@ pub fn decide(cfg: &ControllerConfig, state: &mut ControllerState, inputs: Input
             }
             actions.push(Action::Pause(m.id.clone()));
             expected -= m.saving_w() / 1000.0;
+        }
+        if !actions.is_empty() {
+            state.last_shed = Some((inputs.now, expected));
         }
         let why = if inputs.measured_kw.is_none() {
             "meter blind during a signal: shedding by estimate"
@@ -239,6 +271,8 @@ fn restore(
     }
     if !actions.is_empty() {
         state.last_restore = Some(inputs.now);
+        // What the last shed expected to leave no longer holds.
+        state.last_shed = None;
     }
     Decision {
         actions,
@@ -297,6 +331,7 @@ mod tests {
             Inputs {
                 now: t0,
                 measured_kw: Some(34.5),
+                measured_at: None,
                 limit_kw: Some(13.8),
                 miners: &m,
             },
@@ -312,6 +347,7 @@ mod tests {
             Inputs {
                 now: t0 + Duration::from_secs(1),
                 measured_kw: Some(d.expected_kw),
+                measured_at: None,
                 limit_kw: Some(13.8),
                 miners: &m,
             },
@@ -331,6 +367,7 @@ mod tests {
             Inputs {
                 now: t0,
                 measured_kw: Some(34.5),
+                measured_at: None,
                 limit_kw: Some(30.0),
                 miners: &m,
             },
@@ -341,18 +378,68 @@ mod tests {
             ["m9", "m8", "m7"],
             "34.5 → 25.05 kW, under the 28 kW goal"
         );
-        // Other load grew by 8 kW: the meter says the site is still over.
+        // Other load grew by 8 kW: once the shed has settled, the meter says the site is still
+        // over.
         let d = decide(
             &cfg,
             &mut st,
             Inputs {
-                now: t0 + Duration::from_secs(1),
+                now: t0 + cfg.settle + Duration::from_secs(1),
                 measured_kw: Some(33.0),
+                measured_at: None,
                 limit_kw: Some(30.0),
                 miners: &m,
             },
         );
         assert_eq!(ids(&d), ["m6", "m5"]);
+    }
+
+    #[test]
+    fn a_reading_older_than_the_settle_time_does_not_shed_more() {
+        let cfg = ControllerConfig::default();
+        let mut st = ControllerState::default();
+        let mut m = site();
+        let t0 = Instant::now();
+        let first = Inputs {
+            now: t0,
+            measured_kw: Some(34.5),
+            measured_at: None,
+            limit_kw: Some(30.0),
+            miners: &m,
+        };
+        let d = decide(&cfg, &mut st, first);
+        assert_eq!(ids(&d), ["m9", "m8", "m7"]);
+        apply(&mut m, &d);
+        // 100 ms later the meter still shows the reading from before the pause (and another
+        // taken just after it, before the boards ramped down): nothing more to shed.
+        for measured_at in [t0 - Duration::from_millis(50), t0 + cfg.settle / 2] {
+            let d = decide(
+                &cfg,
+                &mut st,
+                Inputs {
+                    now: t0 + cfg.settle / 2 + Duration::from_millis(100),
+                    measured_kw: Some(34.5),
+                    measured_at: Some(measured_at),
+                    limit_kw: Some(30.0),
+                    miners: &m,
+                },
+            );
+            assert!(d.actions.is_empty(), "{d:?}");
+        }
+        // A lower limit during the settle time sheds more at once, counted from what the first
+        // shed is expected to leave (25.05 kW → goal 18 kW: three more).
+        let d = decide(
+            &cfg,
+            &mut st,
+            Inputs {
+                now: t0 + Duration::from_millis(200),
+                measured_kw: Some(34.5),
+                measured_at: Some(t0 - Duration::from_millis(50)),
+                limit_kw: Some(20.0),
+                miners: &m,
+            },
+        );
+        assert_eq!(ids(&d), ["m6", "m5", "m4"]);
     }
 
     #[test]
@@ -370,6 +457,7 @@ mod tests {
             Inputs {
                 now: Instant::now(),
                 measured_kw: Some(34.5),
+                measured_at: None,
                 limit_kw: Some(28.0),
                 miners: &m,
             },
@@ -390,6 +478,7 @@ mod tests {
             Inputs {
                 now: t0,
                 measured_kw: None,
+                measured_at: None,
                 limit_kw: Some(20.0),
                 miners: &m,
             },
@@ -407,6 +496,7 @@ mod tests {
                 Inputs {
                     now: t0 + Duration::from_secs(i * 30),
                     measured_kw: None,
+                    measured_at: None,
                     limit_kw: Some(20.0),
                     miners: &m,
                 },
@@ -437,6 +527,7 @@ mod tests {
                 Inputs {
                     now,
                     measured_kw: None,
+                    measured_at: None,
                     limit_kw: None,
                     miners: &m,
                 },
@@ -472,6 +563,7 @@ mod tests {
             Inputs {
                 now: t0,
                 measured_kw: Some(22.0),
+                measured_at: None,
                 limit_kw: Some(30.0),
                 miners: &m,
             },
@@ -485,6 +577,7 @@ mod tests {
             Inputs {
                 now: t0 + Duration::from_secs(60),
                 measured_kw: Some(25.2),
+                measured_at: None,
                 limit_kw: Some(30.0),
                 miners: &m,
             },

@@ -94,6 +94,12 @@ async fn run(
     status: watch::Sender<CurtailmentStatus>,
     shutdown: CancellationToken,
 ) {
+    // In the background: a signal arriving meanwhile must not wait for slow miners.
+    let probes = miners
+        .iter()
+        .map(|m| (m.info.id.clone(), m.control.clone()))
+        .collect();
+    tokio::spawn(warm_up(probes, cfg.command_timeout));
     let mut state = ControllerState::default();
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,14 +115,22 @@ async fn run(
         let current = signal.borrow().clone();
         let active = current.filter(|s| s.is_active(now));
         let limit_kw = active.as_ref().and_then(|s| s.limit_kw);
-        let measured_kw = meter.latest().power_kw();
+        let reading = meter.latest();
+        let measured_kw = reading.power_kw();
+        let now_instant = Instant::now();
+        // The reading's age, as an Instant the pure controller can compare.
+        let measured_at = now
+            .duration_since(reading.at)
+            .ok()
+            .and_then(|age| now_instant.checked_sub(age));
         let infos: Vec<MinerInfo> = miners.iter().map(|m| m.info.clone()).collect();
         let decision = decide(
             &cfg.controller,
             &mut state,
             Inputs {
-                now: Instant::now(),
+                now: now_instant,
                 measured_kw,
+                measured_at,
                 limit_kw,
                 miners: &infos,
             },
@@ -173,16 +187,44 @@ async fn run(
     }
 }
 
-/// Send every action at once; update the state of the miners that obeyed.
+/// Ask every miner's firmware for its status once, at start: it shows at once which miners
+/// cannot be reached (before a signal needs them), and backends that cache what they learn
+/// (cgminer's device list) answer the first curtailment in one round trip.
+async fn warm_up(miners: Vec<(String, Arc<dyn MinerControl>)>, timeout: Duration) {
+    let managed = miners.len();
+    let mut probes = tokio::task::JoinSet::new();
+    for (id, control) in miners {
+        probes.spawn(async move { (id, tokio::time::timeout(timeout, control.status()).await) });
+    }
+    let mut reachable = 0;
+    for (id, r) in probes.join_all().await {
+        match r {
+            Ok(Ok(_)) => reachable += 1,
+            Ok(Err(e)) => tracing::warn!(miner = %id, "firmware API not usable yet: {e}"),
+            Err(_) => tracing::warn!(miner = %id, "firmware API did not answer a status request"),
+        }
+    }
+    tracing::info!(
+        reachable,
+        managed,
+        "curtailment: miners' firmware APIs checked"
+    );
+}
+
+/// Send every action at once, each command its own task (a thousand miners' commands spread
+/// over every core); update the state of the miners that obeyed.
 async fn execute(miners: &mut [ManagedMiner], actions: &[Action], timeout: Duration) -> (u64, u64) {
-    let jobs = actions.iter().filter_map(|a| {
+    let mut running = tokio::task::JoinSet::new();
+    for a in actions {
         let (id, pause) = match a {
             Action::Pause(id) => (id, true),
             Action::Resume(id) => (id, false),
         };
-        let m = miners.iter().position(|m| &m.info.id == id)?;
+        let Some(m) = miners.iter().position(|m| &m.info.id == id) else {
+            continue;
+        };
         let control = miners[m].control.clone();
-        Some(async move {
+        running.spawn(async move {
             let r = tokio::time::timeout(timeout, async {
                 if pause {
                     control.pause().await
@@ -192,9 +234,9 @@ async fn execute(miners: &mut [ManagedMiner], actions: &[Action], timeout: Durat
             })
             .await;
             (m, pause, r)
-        })
-    });
-    let results = futures::future::join_all(jobs).await;
+        });
+    }
+    let results = running.join_all().await;
     let (mut ok, mut failed) = (0, 0);
     for (m, pause, r) in results {
         match r {

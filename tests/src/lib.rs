@@ -19,7 +19,7 @@ pub mod pool;
 pub mod share_math;
 pub mod wait;
 
-pub use miner::{MinerConfig, MinerStats, SimMiner, SubscribeStyle};
+pub use miner::{MinerConfig, MinerStats, PowerSwitch, SimMiner, SubscribeStyle};
 pub use node::{AcceptedBlock, Malformed, NodeConfig, NodeStandIn, NodeStats};
 pub use pool::{InvalidShare, PoolStats, TestPool, TestPoolConfig};
 pub use wait::wait_until;

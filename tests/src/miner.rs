@@ -63,6 +63,29 @@ pub struct MinerConfig {
     pub hashrate: u64,
     /// Stop searching after this many submitted shares.
     pub max_shares: Option<u64>,
+    /// Hash only while this says so (an ASIC paused through its firmware API stays connected
+    /// but stops hashing); `None` = always.
+    pub power: Option<PowerSwitch>,
+}
+
+/// Whether a simulated miner's hash boards are on, asked before every chunk of hashing.
+#[derive(Clone)]
+pub struct PowerSwitch(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl PowerSwitch {
+    pub fn new(is_on: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        PowerSwitch(Arc::new(is_on))
+    }
+
+    pub fn is_on(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for PowerSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PowerSwitch(on: {})", self.is_on())
+    }
 }
 
 impl MinerConfig {
@@ -81,6 +104,7 @@ impl MinerConfig {
             suggest_difficulty: None,
             hashrate: 50_000,
             max_shares: None,
+            power: None,
         }
     }
 }

@@ -4,7 +4,10 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Users the generated password file knows, and what the ACL lets them do on site `site1`:
 /// `grid` publishes signals, `site1` reads them and publishes acks/reports/status, `intruder`
@@ -178,5 +181,108 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Mosquitto {
+    /// The site's side of the link as `site1` (TLS with the broker's CA, its password).
+    pub fn site_config(&self) -> blgv_sensors::grid::MqttConfig {
+        blgv_sensors::grid::MqttConfig {
+            host: "127.0.0.1".into(),
+            port: Some(self.port),
+            site_id: "site1".into(),
+            client_id: None,
+            username: Some("site1".into()),
+            password: Some("site1-secret".into()),
+            tls: Some(blgv_sensors::grid::MqttTls {
+                ca_file: self.ca_file.clone(),
+                client_cert_file: None,
+                client_key_file: None,
+            }),
+            topic_prefix: "blgv/site".into(),
+            keep_alive_secs: 10,
+            rules: Default::default(),
+        }
+    }
+
+    /// A plain MQTT client over TLS (the grid operator, or an intruder) that subscribes to
+    /// `subscribe` and records everything it receives.
+    pub async fn recording_client(
+        &self,
+        user: &str,
+        pass: &str,
+        subscribe: &[&str],
+    ) -> RecordingClient {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+        let mut o = MqttOptions::new(
+            format!("{user}-{}", rand::random::<u16>()),
+            "127.0.0.1",
+            self.port,
+        );
+        o.set_credentials(user, pass);
+        o.set_max_packet_size(256 * 1024, 256 * 1024);
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: std::fs::read(&self.ca_file).unwrap_or_default(),
+            alpn: None,
+            client_auth: None,
+        }));
+        let (client, mut ev) = AsyncClient::new(o, 64);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s2, subs, c2) = (
+            seen.clone(),
+            subscribe.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &subs {
+                            let _ = c2.subscribe(t, QoS::AtLeastOnce).await;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v = serde_json::from_slice(&p.payload)
+                            .unwrap_or(Value::String(String::from_utf8_lossy(&p.payload).into()));
+                        s2.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((p.topic.clone(), v));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        RecordingClient { client, seen }
+    }
+}
+
+/// An MQTT client and what it has received, as `(topic, JSON or string)`.
+pub struct RecordingClient {
+    pub client: rumqttc::AsyncClient,
+    pub seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl RecordingClient {
+    /// Whether any message received so far satisfies `pred`.
+    pub fn any(&self, pred: impl Fn(&str, &Value) -> bool) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(t, v)| pred(t, v))
+    }
+
+    /// Publish JSON, QoS 1.
+    pub async fn publish(&self, topic: &str, retain: bool, payload: &Value) {
+        let _ = self
+            .client
+            .publish(
+                topic,
+                rumqttc::QoS::AtLeastOnce,
+                retain,
+                payload.to_string(),
+            )
+            .await;
     }
 }

@@ -6,15 +6,13 @@
 use blgv_sensors::control::{connect_shared, FirmwareKind, MinerEndpoint};
 use blgv_sensors::controller::{ControllerConfig, MinerInfo, PowerState};
 use blgv_sensors::curtailment::{self, LoopConfig, ManagedMiner};
-use blgv_sensors::grid::{mqtt, MqttConfig, MqttTls};
+use blgv_sensors::grid::mqtt;
 use blgv_sensors::meter::{spawn_meter, MeterConfig, MeterRole, Preset, Transport};
 use blgv_tests::asic::{AsicEmulator, EmulatorHandle};
 use blgv_tests::meter_sim::{MeterSim, SimProfile};
 use blgv_tests::mosquitto::Mosquitto;
 use blgv_tests::wait_until;
-use rumqttc::{
-    AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport as MqttTransport,
-};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,35 +22,10 @@ const NOMINAL_W: f64 = 3250.0;
 const OTHER_LOAD_W: f64 = 2000.0;
 
 async fn operator(broker: &Mosquitto) -> (AsyncClient, Arc<Mutex<Vec<(String, Value)>>>) {
-    let mut o = MqttOptions::new("grid-operator", "127.0.0.1", broker.port);
-    o.set_credentials("grid", "grid-secret");
-    o.set_transport(MqttTransport::tls_with_config(TlsConfiguration::Simple {
-        ca: std::fs::read(&broker.ca_file).unwrap(),
-        alpn: None,
-        client_auth: None,
-    }));
-    let (c, mut ev) = AsyncClient::new(o, 64);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (s2, c2) = (seen.clone(), c.clone());
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = c2
-                        .subscribe("blgv/site/site1/curtailment/#", QoS::AtLeastOnce)
-                        .await;
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Ok(v) = serde_json::from_slice(&p.payload) {
-                        s2.lock().unwrap().push((p.topic.clone(), v));
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    (c, seen)
+    let c = broker
+        .recording_client("grid", "grid-secret", &["blgv/site/site1/curtailment/#"])
+        .await;
+    (c.client, c.seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,32 +86,14 @@ async fn a_forty_percent_limit_is_obeyed_within_a_second_and_lifted_in_steps() {
     let full_kw = site_w() / 1000.0;
     assert!((full_kw - 67.0).abs() < 0.5, "{full_kw}");
 
-    let grid = mqtt::spawn(
-        MqttConfig {
-            host: "127.0.0.1".into(),
-            port: Some(broker.port),
-            site_id: "site1".into(),
-            client_id: None,
-            username: Some("site1".into()),
-            password: Some("site1-secret".into()),
-            tls: Some(MqttTls {
-                ca_file: broker.ca_file.clone(),
-                client_cert_file: None,
-                client_key_file: None,
-            }),
-            topic_prefix: "blgv/site".into(),
-            keep_alive_secs: 10,
-            rules: Default::default(),
-        },
-        shutdown.clone(),
-    )
-    .unwrap();
+    let grid = mqtt::spawn(broker.site_config(), shutdown.clone()).unwrap();
     let cfg = LoopConfig {
         controller: ControllerConfig {
             margin_kw: 1.0,
             hysteresis_kw: 3.0,
             restore_step_kw: 7.0,
             restore_interval: Duration::from_millis(800),
+            settle: Duration::from_millis(400),
         },
         tick: Duration::from_millis(100),
         report_interval: Duration::from_millis(500),

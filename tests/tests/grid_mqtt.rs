@@ -2,10 +2,10 @@
 //! validated and acknowledged, hostile payloads refused with a reason, an unauthorized publisher
 //! is stopped by the broker, the retained signal is honoured after a restart, reports arrive.
 
-use blgv_sensors::grid::{mqtt, ComplianceReport, MqttConfig, MqttTls};
+use blgv_sensors::grid::{mqtt, ComplianceReport, MqttConfig};
 use blgv_tests::mosquitto::Mosquitto;
 use blgv_tests::wait_until;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,63 +27,12 @@ async fn client(
     pass: &str,
     subscribe: &[&str],
 ) -> (AsyncClient, Arc<Mutex<Vec<(String, Value)>>>) {
-    let mut o = MqttOptions::new(
-        format!("{user}-{}", rand::random::<u16>()),
-        "127.0.0.1",
-        broker.port,
-    );
-    o.set_credentials(user, pass);
-    o.set_max_packet_size(256 * 1024, 256 * 1024);
-    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: std::fs::read(&broker.ca_file).unwrap(),
-        alpn: None,
-        client_auth: None,
-    }));
-    let (c, mut ev) = AsyncClient::new(o, 64);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (s2, subs, c2) = (
-        seen.clone(),
-        subscribe.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        c.clone(),
-    );
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    for t in &subs {
-                        let _ = c2.subscribe(t, QoS::AtLeastOnce).await;
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload)
-                        .unwrap_or(Value::String(String::from_utf8_lossy(&p.payload).into()));
-                    s2.lock().unwrap().push((p.topic.clone(), v));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    (c, seen)
+    let c = broker.recording_client(user, pass, subscribe).await;
+    (c.client, c.seen)
 }
 
 fn site_config(broker: &Mosquitto) -> MqttConfig {
-    MqttConfig {
-        host: "127.0.0.1".into(),
-        port: Some(broker.port),
-        site_id: "site1".into(),
-        client_id: None,
-        username: Some("site1".into()),
-        password: Some("site1-secret".into()),
-        tls: Some(MqttTls {
-            ca_file: broker.ca_file.clone(),
-            client_cert_file: None,
-            client_key_file: None,
-        }),
-        topic_prefix: "blgv/site".into(),
-        keep_alive_secs: 10,
-        rules: Default::default(),
-    }
+    broker.site_config()
 }
 
 fn acks(seen: &Mutex<Vec<(String, Value)>>, id: &str) -> Vec<Value> {

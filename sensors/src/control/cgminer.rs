@@ -29,6 +29,10 @@ const CODE_ACCESS_DENIED: i64 = 45;
 
 pub struct Cgminer {
     rpc: JsonTcp,
+    /// The device list from the last `devs`. A miner's boards do not change while it runs, so
+    /// a pause needs one round trip (the disables, sent concurrently) instead of two; the cache
+    /// is dropped whenever a command fails, and the next call asks `devs` again.
+    devices: std::sync::Mutex<Option<Vec<Device>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,7 @@ impl Cgminer {
     pub fn new(endpoint: &MinerEndpoint) -> Self {
         Cgminer {
             rpc: JsonTcp::new(endpoint.host_port(), endpoint.timeout()),
+            devices: std::sync::Mutex::new(None),
         }
     }
 
@@ -126,11 +131,26 @@ impl Cgminer {
                 alive: status == "Alive",
             });
         }
+        self.cache(Some(devices.clone()));
         Ok(devices)
     }
 
+    fn cache(&self, devices: Option<Vec<Device>>) {
+        *self.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices;
+    }
+
+    fn cached_devices(&self) -> Option<Vec<Device>> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     async fn set_all(&self, enable: bool) -> Result<(), ControlError> {
-        let devices = self.devices().await?;
+        let devices = match self.cached_devices() {
+            Some(d) => d,
+            None => self.devices().await?,
+        };
         if devices.is_empty() {
             return Err(ControlError::Unsupported {
                 address: self.address(),
@@ -140,12 +160,18 @@ impl Cgminer {
                     .into(),
             });
         }
-        for dev in devices {
-            if dev.enabled == enable {
-                continue;
-            }
+        // One connection per command (cgminer closes after each answer), all at once: the
+        // boards stop together and the pause takes one round trip.
+        // Every device gets the command, whatever the cache says it was: someone may have
+        // toggled a board since, and "already disabled" is an informational answer.
+        let commands = devices.iter().map(|dev| async move {
             let id = dev.id.to_string();
-            self.checked(dev.kind.command(enable), Some(&id)).await?;
+            self.checked(dev.kind.command(enable), Some(&id)).await
+        });
+        let results = futures::future::join_all(commands).await;
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            self.cache(None);
+            return Err(e);
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod braiins;
 pub mod cgminer;
 mod endpoint;
 mod error;
+pub mod last_resort;
 pub mod luxos;
 mod rpc;
 mod secret;
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 pub use endpoint::{FirmwareKind, MinerEndpoint, DEFAULT_TIMEOUT_MS};
 pub use error::ControlError;
+pub use last_resort::WithLastResort;
 pub use secret::Secret;
 
 /// What a miner reports about itself.

@@ -142,13 +142,39 @@ impl GridLink {
     }
 }
 
-fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, GridError> {
-    if cfg.site_id.is_empty() || cfg.site_id.contains(['/', '+', '#']) {
-        return Err(GridError::Config {
-            key: "site_id",
-            problem: format!("{:?} must be non-empty without / + #", cfg.site_id),
-        });
+/// The settings' own consistency, without touching the network or the files (TLS files are
+/// read by [`spawn`], which names a missing one): the host, the site id, credentials and client
+/// certificate/key that go together.
+pub fn check_config(cfg: &MqttConfig) -> Result<(), GridError> {
+    let bad = |key, problem: String| Err(GridError::Config { key, problem });
+    if cfg.host.trim().is_empty() {
+        return bad(
+            "host",
+            "is empty; set it to the grid operator's broker host name or IP".into(),
+        );
     }
+    if cfg.site_id.is_empty() || cfg.site_id.contains(['/', '+', '#']) {
+        return bad(
+            "site_id",
+            format!("{:?} must be non-empty without / + #", cfg.site_id),
+        );
+    }
+    if cfg.username.is_some() != cfg.password.is_some() {
+        return bad("password", "username and password go together".into());
+    }
+    if let Some(tls) = &cfg.tls {
+        if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+            return bad(
+                "tls.client_key_file",
+                "client certificate and key go together".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, GridError> {
+    check_config(cfg)?;
     let port = cfg
         .port
         .unwrap_or(if cfg.tls.is_some() { 8883 } else { 1883 });

@@ -106,6 +106,8 @@ impl Session<'_> {
                     Ok(Some(Line::TooLong)) => tracing::debug!("miner: skipped an over-long line"),
                     Ok(None) | Err(_) => return End::Lost,
                 },
+                // Powered off: look again shortly (the switch has no way to wake us).
+                _ = tokio::time::sleep(Duration::from_millis(20)), if !can_hash && self.core.cfg.power.is_some() => {}
                 _ = tokio::time::sleep_until(next_chunk), if can_hash => {
                     let hashed = match self.hash_chunk().await {
                         Ok(n) => n,
@@ -191,6 +193,7 @@ impl Session<'_> {
     fn can_hash(&self) -> bool {
         let cfg = &self.core.cfg;
         cfg.hashrate > 0
+            && cfg.power.as_ref().is_none_or(|p| p.is_on())
             && self.core.share_budget_left()
             && (self.work.is_some() || self.buildable(self.pending_job.as_ref()))
     }
@@ -405,6 +408,9 @@ impl Session<'_> {
 
     /// Hashes one chunk of the current work and submits what it finds. Returns hashes done.
     async fn hash_chunk(&mut self) -> std::io::Result<u32> {
+        if self.core.cfg.power.as_ref().is_some_and(|p| !p.is_on()) {
+            return Ok(0);
+        }
         if self.buildable(self.pending_job.as_ref()) {
             // A new job (a clean one already cleared `work`; others switch here, at the chunk
             // boundary).

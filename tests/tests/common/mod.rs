@@ -27,6 +27,11 @@ pub fn init_logging() {
 /// A proxy on 127.0.0.1:0 in front of `pools`, difficulty pinned to `difficulty` (min = max =
 /// initial) so share counts are predictable, ledger in `dir`.
 pub fn proxy_config(pools: &[SocketAddr], difficulty: f64, dir: &Path) -> Config {
+    proxy_config_with(pools, difficulty, dir, "")
+}
+
+/// [`proxy_config`] plus more TOML (site sections: meters, grid, curtailment, miners).
+pub fn proxy_config_with(pools: &[SocketAddr], difficulty: f64, dir: &Path, extra: &str) -> Config {
     let mut text = String::from("[proxy]\nlisten = \"127.0.0.1:0\"\nsubscribe_wait_ms = 10000\n");
     for (i, p) in pools.iter().enumerate() {
         text.push_str(&format!("[[upstreams]]\nname = \"pool{i}\"\nurl = \"stratum+tcp://{p}\"\nuser = \"site.proxy\"\n"));
@@ -37,8 +42,9 @@ pub fn proxy_config(pools: &[SocketAddr], difficulty: f64, dir: &Path) -> Config
          [ledger]\npath = {:?}\nflush_interval_ms = 200\n",
         dir.join("ledger.db")
     ));
+    text.push_str(extra);
     Config::from_toml_with_env(&text, Path::new("test.toml"), std::iter::empty())
-        .expect("test config is valid")
+        .unwrap_or_else(|e| panic!("test config is valid: {e}\n{text}"))
 }
 
 /// A regtest pool on 127.0.0.1:0 paying a fixed address, difficulty `difficulty` for every

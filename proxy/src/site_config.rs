@@ -1,0 +1,286 @@
+//! The site half of the proxy's configuration: power meters, the grid operator's signals, the
+//! curtailment loop and the miners it may pause.
+//!
+//! ```toml
+//! [[meters]]                      # see blgv_sensors::meter::MeterConfig
+//! id = "site"
+//! role = "site_total"
+//! transport = { tcp = "10.0.0.5:502" }
+//! preset = "sdm630"
+//!
+//! [grid.mqtt]                     # see blgv_sensors::grid::MqttConfig
+//! host = "broker.grid.example"
+//! site_id = "site1"
+//!
+//! [curtailment]
+//! margin_kw = 2.0
+//!
+//! [[miners]]
+//! worker = "acct.rack1-01"        # its Stratum worker (for the last resort)
+//! firmware = "lux_os"
+//! address = "10.0.1.21"
+//! nominal_w = 3250
+//! efficiency_j_per_th = 21.5
+//! ```
+
+use blgv_config::ConfigError;
+use blgv_sensors::control::{FirmwareKind, MinerEndpoint, Secret, DEFAULT_TIMEOUT_MS};
+use blgv_sensors::controller::ControllerConfig;
+use blgv_sensors::curtailment::LoopConfig;
+use blgv_sensors::grid::mqtt::GridError;
+use blgv_sensors::grid::MqttConfig;
+use blgv_sensors::meter::{MeterConfig, MeterRole};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Where grid signals come from (OpenADR 3 will sit beside MQTT here).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSection {
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CurtailmentSection {
+    /// Aim this far under the grid's limit (meter noise, miners ramping up).
+    pub margin_kw: f64,
+    /// Resume miners only when this far under `limit − margin`, so the site does not flap.
+    pub hysteresis_kw: f64,
+    /// Most power brought back per restore step after a signal.
+    pub restore_step_kw: f64,
+    /// Seconds between restore steps.
+    pub restore_interval_secs: u64,
+    /// How long paused miners take to show on the meter (boards ramping down plus the
+    /// meter's poll period); more is shed only on readings taken after that.
+    pub settle_ms: u64,
+    /// How often the meter's verdict is checked (and more shed if still over).
+    pub tick_ms: u64,
+    /// How often a compliance report is published while a signal is in force.
+    pub report_interval_secs: u64,
+    /// Budget for one firmware command, fallback included.
+    pub command_timeout_ms: u64,
+    /// When a miner's firmware does not pause it (unreachable, refuses, cannot), close and
+    /// refuse its Stratum sessions instead. The ASIC keeps drawing idle power, so this is a
+    /// last resort and is logged as one.
+    pub withhold_work_as_last_resort: bool,
+    /// The `id` of the meter that measures the whole site; default: the meter with
+    /// `role = "site_total"`.
+    pub meter: Option<String>,
+}
+
+impl Default for CurtailmentSection {
+    fn default() -> Self {
+        let c = ControllerConfig::default();
+        CurtailmentSection {
+            margin_kw: c.margin_kw,
+            hysteresis_kw: c.hysteresis_kw,
+            restore_step_kw: c.restore_step_kw,
+            restore_interval_secs: c.restore_interval.as_secs(),
+            settle_ms: c.settle.as_millis() as u64,
+            tick_ms: 250,
+            report_interval_secs: 5,
+            command_timeout_ms: 5_000,
+            withhold_work_as_last_resort: true,
+            meter: None,
+        }
+    }
+}
+
+impl CurtailmentSection {
+    pub fn loop_config(&self) -> LoopConfig {
+        LoopConfig {
+            controller: ControllerConfig {
+                margin_kw: self.margin_kw,
+                hysteresis_kw: self.hysteresis_kw,
+                restore_step_kw: self.restore_step_kw,
+                restore_interval: Duration::from_secs(self.restore_interval_secs),
+                settle: Duration::from_millis(self.settle_ms),
+            },
+            tick: Duration::from_millis(self.tick_ms),
+            report_interval: Duration::from_secs(self.report_interval_secs),
+            command_timeout: Duration::from_millis(self.command_timeout_ms),
+        }
+    }
+}
+
+/// One ASIC the curtailment loop may pause: its firmware API, its power and its rank.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteMiner {
+    /// A name for logs and the API; default: `worker`, else `address`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The Stratum worker name it authorizes with; used to withhold its work as a last resort.
+    /// Without it, its sessions are recognised by the IP of `address`.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// `cgminer` (also bmminer), `lux_os`, `braiins_os`, `whatsminer` or `vnish`.
+    pub firmware: FirmwareKind,
+    /// The firmware API's `host` or `host:port` (default port per firmware).
+    pub address: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Power drawn while hashing, in watts.
+    pub nominal_w: f64,
+    /// Power drawn while paused; default 2 % of `nominal_w`.
+    #[serde(default)]
+    pub idle_w: Option<f64>,
+    /// Joules per terahash; the least efficient miners are shed first.
+    pub efficiency_j_per_th: f64,
+    /// Among equally efficient miners, higher priority keeps hashing longer.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+impl SiteMiner {
+    pub fn id(&self) -> String {
+        self.id
+            .clone()
+            .or_else(|| self.worker.clone())
+            .unwrap_or_else(|| self.address.clone())
+    }
+
+    pub fn endpoint(&self) -> MinerEndpoint {
+        let mut e = MinerEndpoint::new(self.firmware, self.address.clone())
+            .with_timeout_ms(self.timeout_ms);
+        e.username = self.username.clone();
+        e.password = self.password.clone();
+        e
+    }
+
+    pub fn idle_w(&self) -> f64 {
+        self.idle_w.unwrap_or(self.nominal_w * 0.02)
+    }
+}
+
+/// The site sections together, as checked at start.
+pub fn validate(
+    meters: &[MeterConfig],
+    grid: &GridSection,
+    curtailment: &CurtailmentSection,
+    miners: &[SiteMiner],
+) -> Result<(), ConfigError> {
+    blgv_sensors::meter::validate_all(meters).map_err(|problem| {
+        ConfigError::new(
+            "meters",
+            problem,
+            "see the [[meters]] examples in deploy/config/",
+        )
+    })?;
+    if let Some(mqtt) = &grid.mqtt {
+        blgv_sensors::grid::mqtt::check_config(mqtt).map_err(|e| match e {
+            GridError::Config { key, problem } => ConfigError::new(
+                format!("grid.mqtt.{key}"),
+                problem,
+                "fix the grid operator's broker settings in [grid.mqtt]",
+            ),
+            other => ConfigError::new("grid.mqtt", other.to_string(), "see [grid.mqtt]"),
+        })?;
+    }
+    let c = curtailment;
+    for (key, value) in [
+        ("curtailment.margin_kw", c.margin_kw),
+        ("curtailment.hysteresis_kw", c.hysteresis_kw),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(ConfigError::new(
+                key,
+                format!("{value} is not a number ≥ 0"),
+                "use kilowatts, e.g. 2.0",
+            ));
+        }
+    }
+    if !(c.restore_step_kw.is_finite() && c.restore_step_kw > 0.0) {
+        return Err(ConfigError::new(
+            "curtailment.restore_step_kw",
+            format!("{} is not a positive number", c.restore_step_kw),
+            "use kilowatts per step, e.g. 20.0",
+        ));
+    }
+    for (key, value) in [
+        ("curtailment.tick_ms", c.tick_ms),
+        ("curtailment.report_interval_secs", c.report_interval_secs),
+        ("curtailment.command_timeout_ms", c.command_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::new(key, "0", "use a positive number"));
+        }
+    }
+    if let Some(id) = &c.meter {
+        if !meters.iter().any(|m| &m.id == id) {
+            return Err(ConfigError::new(
+                "curtailment.meter",
+                format!("no meter has id {id:?}"),
+                "name the id of one of the [[meters]]",
+            ));
+        }
+    }
+    if !miners.is_empty() && site_meter(meters, c).is_none() {
+        return Err(ConfigError::new(
+            "curtailment.meter",
+            "miners are listed for curtailment but no meter measures the whole site",
+            "add a [[meters]] entry with role = \"site_total\" (or set curtailment.meter to a meter's id)",
+        ));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (i, m) in miners.iter().enumerate() {
+        let key = |field: &str| format!("miners[{i}].{field}");
+        m.endpoint()
+            .validate()
+            .map_err(|problem| ConfigError::new(key("address"), problem, "see deploy/config/"))?;
+        if !(m.nominal_w.is_finite() && m.nominal_w > 0.0) {
+            return Err(ConfigError::new(
+                key("nominal_w"),
+                format!("{} is not a positive number of watts", m.nominal_w),
+                "set the miner's power while hashing, e.g. 3250",
+            ));
+        }
+        if let Some(idle) = m.idle_w {
+            if !(idle.is_finite() && idle >= 0.0 && idle <= m.nominal_w) {
+                return Err(ConfigError::new(
+                    key("idle_w"),
+                    format!("{idle} is not between 0 and nominal_w ({})", m.nominal_w),
+                    "set the miner's power while paused, e.g. 60",
+                ));
+            }
+        }
+        if !(m.efficiency_j_per_th.is_finite() && m.efficiency_j_per_th > 0.0) {
+            return Err(ConfigError::new(
+                key("efficiency_j_per_th"),
+                format!("{} is not a positive number", m.efficiency_j_per_th),
+                "set the miner's joules per terahash, e.g. 21.5",
+            ));
+        }
+        let id = m.id();
+        if let Some(j) = seen.iter().position(|s| *s == id) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!("{id:?} is already used by miners[{j}]"),
+                "give every miner its own id (or worker)",
+            ));
+        }
+        seen.push(id);
+    }
+    Ok(())
+}
+
+/// The meter whose reading is the site's power.
+pub fn site_meter<'a>(
+    meters: &'a [MeterConfig],
+    curtailment: &CurtailmentSection,
+) -> Option<&'a MeterConfig> {
+    match &curtailment.meter {
+        Some(id) => meters.iter().find(|m| &m.id == id),
+        None => meters.iter().find(|m| m.role == MeterRole::SiteTotal),
+    }
+}
