@@ -11,7 +11,7 @@ use crate::jobs::ActiveJob;
 use crate::ledger::UpstreamReject;
 use crate::link::Link;
 use crate::router::Backoff;
-use crate::stats::bump;
+use crate::stats::{bump, PoolCounters};
 use crate::upstream::{Handshake, Incoming, UpstreamConn, UpstreamError, FIRST_SUBMIT_ID};
 use blgv_stratum::{Difficulty, Extranonce, ServerNotification, Submit};
 use std::collections::HashMap;
@@ -47,6 +47,7 @@ pub struct Forward {
 struct PendingForward {
     worker: Arc<str>,
     job_id: String,
+    sent_at: Instant,
 }
 
 pub struct Channel {
@@ -176,6 +177,7 @@ impl ChannelTask {
                         Ok(c) => (Box::new(c), pool),
                         Err(e) => {
                             tracing::warn!(channel = self.channel.id, error = %e, "upstream connection failed");
+                            router.counters(pool).set_error(&e);
                             router.report_failure(pool);
                             failures_in_a_row += 1;
                             // After a full round of failures, wait before trying again.
@@ -198,6 +200,7 @@ impl ChannelTask {
             match self.serve(conn, hs, pool).await {
                 LinkEnd::Shutdown => return,
                 LinkEnd::Lost(e) => {
+                    router.counters(pool).set_error(&e);
                     tracing::warn!(channel = self.channel.id, error = %e, "upstream connection lost; reconnecting");
                 }
                 LinkEnd::SwitchTo(next, pool) => ready = Some((next, pool)),
@@ -275,6 +278,9 @@ impl ChannelTask {
             }
         };
         let stats = self.ctx.stats.clone();
+        let router = self.ctx.router.clone();
+        let counters = router.counters(pool);
+        let _open = counters.connected();
         bump(&stats.upstream_connects_total);
         stats.upstream_connections.fetch_add(1, Relaxed);
         tracing::info!(
@@ -304,7 +310,7 @@ impl ChannelTask {
                         }
                     }
                     Ok(Incoming::Response { id, accepted, error }) => {
-                        self.on_response(id, accepted, error, &label);
+                        self.on_response(id, accepted, error, &label, counters);
                     }
                     Ok(Incoming::Ignored(why)) => {
                         tracing::warn!(pool = %label, %why, "ignoring unusable message from pool");
@@ -327,7 +333,8 @@ impl ChannelTask {
                     if link.version_mask() == 0 {
                         submit.version_bits = None;
                     }
-                    self.pending.insert(id, PendingForward { worker: fwd.worker, job_id: submit.job_id.clone() });
+                    self.pending.insert(id, PendingForward { worker: fwd.worker, job_id: submit.job_id.clone(), sent_at: Instant::now() });
+                    bump(&counters.forwarded);
                     if let Err(e) = conn.send(&UpstreamConn::submit_line(id, &submit)).await {
                         self.drop_link();
                         return LinkEnd::Lost(e);
@@ -425,12 +432,15 @@ impl ChannelTask {
         accepted: bool,
         error: Option<blgv_stratum::StratumError>,
         label: &str,
+        counters: &PoolCounters,
     ) {
         let Some(p) = id.and_then(|id| self.pending.remove(&id)) else {
             return; // handshake leftovers (extranonce.subscribe) or unknown ids
         };
         let stats = &self.ctx.stats;
+        counters.record_latency(p.sent_at.elapsed());
         if accepted {
+            bump(&counters.accepted);
             bump(&stats.upstream_accepted);
             self.ctx.ledger.record_upstream_accepted(&p.worker);
             return;
@@ -441,9 +451,11 @@ impl ChannelTask {
         if code == blgv_stratum::ErrorCode::JobNotFound as i64 {
             // The pool moved to a new block between our forward and its check: a race, not a bug.
             bump(&stats.upstream_stale);
+            bump(&counters.stale);
             tracing::info!(pool = %label, worker = %p.worker, job = %p.job_id, "upstream answered stale (new block race)");
         } else {
             bump(&stats.upstream_rejected);
+            bump(&counters.rejected);
             tracing::error!(
                 pool = %label, worker = %p.worker, job = %p.job_id, code, %message,
                 "UPSTREAM REJECTED A LOCALLY ACCEPTED SHARE: local validation disagrees with the pool; this is a bug signal"

@@ -41,6 +41,46 @@ pub struct Config {
     /// The ASICs curtailment may pause, with their firmware APIs.
     #[serde(default)]
     pub miners: Vec<SiteMiner>,
+    /// The operator's HTTP listener: status API, metrics, dashboard.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    /// Where the status API, `/metrics` and the dashboard listen. Loopback by default: expose
+    /// it on the LAN deliberately.
+    pub listen: SocketAddr,
+    /// Bearer token for the POST actions (pause/resume a miner, switch pool); without one they
+    /// are refused.
+    pub admin_token: Option<String>,
+    /// How often the dashboard's live feed sends an update.
+    pub update_interval_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: "127.0.0.1:8081".parse().expect("valid literal"),
+            admin_token: None,
+            update_interval_ms: 2000,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    // The token never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("update_interval_ms", &self.update_interval_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,6 +387,22 @@ impl Validate for Config {
                 "ledger.path",
                 "empty",
                 "set a writable file path, e.g. \"/var/lib/blgv-proxy/ledger.db\"",
+            ));
+        }
+        if let Some(t) = &self.api.admin_token {
+            if t.len() < 16 {
+                return Err(ConfigError::new(
+                    "api.admin_token",
+                    "shorter than 16 characters",
+                    "use a long random token, e.g. the output of `openssl rand -hex 24`",
+                ));
+            }
+        }
+        if self.api.update_interval_ms < 100 {
+            return Err(ConfigError::new(
+                "api.update_interval_ms",
+                format!("{} ms is too often", self.api.update_interval_ms),
+                "use at least 100 (default 2000)",
             ));
         }
         crate::site_config::validate(&self.meters, &self.grid, &self.curtailment, &self.miners)

@@ -4,6 +4,7 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::link::Link;
+use crate::registry::MinerRegistry;
 use crate::router::Router;
 use crate::stats::ProxyStats;
 use crate::withhold::Withholding;
@@ -22,6 +23,8 @@ pub struct ProxyContext {
     pub vardiff: VardiffRules,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Every connected miner, for the API and metrics.
+    pub miners: Arc<MinerRegistry>,
     /// Miners whose work curtailment withholds (its last resort).
     pub withholding: Arc<Withholding>,
     channels: Mutex<Vec<Arc<Channel>>>,
@@ -66,6 +69,7 @@ impl ProxyContext {
             shutdown,
             tasks: TaskTracker::new(),
             withholding: Arc::default(),
+            miners: Arc::default(),
             channels: Mutex::new(Vec::new()),
         })
     }

@@ -7,6 +7,7 @@
 //!
 //! The binary is a thin shell over [`start`]; tests start proxies in-process the same way.
 
+pub mod api;
 pub mod channel;
 pub mod config;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod extranonce_layout;
 pub mod jobs;
 pub mod ledger;
 pub mod link;
+pub mod registry;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -39,6 +41,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} (api.listen): {source}; fix: pick a free port, or set api.enabled = false")]
+    ApiListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
     #[error(transparent)]
@@ -51,7 +58,8 @@ pub enum StartError {
 pub struct ProxyHandle {
     local_addr: SocketAddr,
     ctx: Arc<ProxyContext>,
-    power: site_power::SitePower,
+    power: Arc<site_power::SitePower>,
+    api_addr: Option<SocketAddr>,
     ledger_task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,6 +67,11 @@ impl ProxyHandle {
     /// The address miners connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the status API, metrics and dashboard listen, when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -134,13 +147,33 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         config.clone(),
         shutdown.clone(),
     ));
-    let power = site_power::start(&config, ctx.withholding.clone(), shutdown.clone())?;
+    let power = Arc::new(site_power::start(
+        &config,
+        ctx.withholding.clone(),
+        shutdown.clone(),
+    )?);
+    let api_addr = if config.api.enabled {
+        let addr = config.api.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::ApiListen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::ApiListen { addr, source })?;
+        let state = api::ApiState::new(ctx.clone(), power.clone());
+        ctx.tasks.spawn(api::serve(listener, state));
+        tracing::info!(api = %bound, "status API, metrics and dashboard listening");
+        Some(bound)
+    } else {
+        None
+    };
     ctx.tasks.spawn(server::run_listener(listener, ctx.clone()));
     tracing::info!(listen = %local_addr, pools = config.upstreams.len(), "blgv-proxy started");
     Ok(ProxyHandle {
         local_addr,
         ctx,
         power,
+        api_addr,
         ledger_task,
     })
 }

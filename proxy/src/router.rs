@@ -7,10 +7,10 @@
 //! full handshake.
 
 use crate::config::{Config, FailoverConfig, UpstreamConfig};
-use crate::stats::{bump, ProxyStats};
+use crate::stats::{bump, PoolCounters, ProxyStats};
 use crate::upstream::UpstreamConn;
 use rand::Rng;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Router {
     pools: Vec<UpstreamConfig>,
+    counters: Vec<PoolCounters>,
     active: watch::Sender<usize>,
+    /// An operator chose the active pool: no automatic failback until it fails or is unpinned.
+    pinned: AtomicBool,
     stats: Arc<ProxyStats>,
 }
 
@@ -26,8 +29,10 @@ impl Router {
     pub fn new(pools: Vec<UpstreamConfig>, stats: Arc<ProxyStats>) -> Router {
         let (active, _) = watch::channel(0);
         Router {
+            counters: pools.iter().map(|_| PoolCounters::default()).collect(),
             pools,
             active,
+            pinned: AtomicBool::new(false),
             stats,
         }
     }
@@ -48,6 +53,37 @@ impl Router {
         self.pools.len()
     }
 
+    pub fn counters(&self, pool: usize) -> &PoolCounters {
+        &self.counters[pool]
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.load(Relaxed)
+    }
+
+    /// An operator's choice: move every channel to `pool` (make before break) and stay there
+    /// until it fails or [`Router::unpin`] is called.
+    pub fn pin(&self, pool: usize) -> bool {
+        if pool >= self.pools.len() {
+            return false;
+        }
+        self.pinned.store(true, Relaxed);
+        if self
+            .active
+            .send_if_modified(|a| std::mem::replace(a, pool) != pool)
+        {
+            self.stats.active_pool.store(pool as u64, Relaxed);
+            bump(&self.stats.pool_switches);
+            tracing::info!(to = %self.pools[pool].label(), "operator switched the upstream pool");
+        }
+        true
+    }
+
+    /// Back to automatic failover (the failback probe returns to the best pool that answers).
+    pub fn unpin(&self) {
+        self.pinned.store(false, Relaxed);
+    }
+
     /// A channel could not reach (or lost) `pool`. If it is still the active one, move on.
     pub fn report_failure(&self, pool: usize) {
         let n = self.pools.len();
@@ -60,6 +96,7 @@ impl Router {
             }
         });
         if moved {
+            self.pinned.store(false, Relaxed);
             let next = self.active();
             self.stats.active_pool.store(next as u64, Relaxed);
             bump(&self.stats.pool_switches);
@@ -127,6 +164,9 @@ pub async fn run_failback_probe(
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.cancelled() => return,
+        }
+        if router.is_pinned() {
+            continue;
         }
         let active = router.active();
         for better in 0..active {

@@ -9,6 +9,7 @@
 use crate::channel::{secs_since, ChannelEvent, Forward};
 use crate::context::{ProxyContext, Slot};
 use crate::link::Link;
+use crate::registry::MinerEntry;
 use crate::stats::bump;
 use blgv_stratum::Vardiff;
 use blgv_stratum::{
@@ -49,7 +50,9 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
         return;
     }
     let mut withholding = ctx.withholding.subscribe();
-    let mut session = Session::new(ctx.clone(), peer, write);
+    // Listed for the API while the session lives.
+    let registered = ctx.miners.register(peer);
+    let mut session = Session::new(ctx.clone(), peer, write, registered.entry.clone());
     let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -86,6 +89,7 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
         }
     }
     ctx.stats.miners_connected.fetch_sub(1, Relaxed);
+    drop(registered);
     tracing::debug!(%peer, workers = ?session.workers, "miner disconnected");
 }
 
@@ -135,10 +139,17 @@ struct Session {
     /// trail) what was sent at authorize, and miners must not get old work after new.
     last_job_seq: u64,
     close_at: Option<Instant>,
+    /// This miner's entry in the registry (API, dashboard, metrics).
+    me: Arc<MinerEntry>,
 }
 
 impl Session {
-    fn new(ctx: Arc<ProxyContext>, peer: SocketAddr, writer: OwnedWriteHalf) -> Session {
+    fn new(
+        ctx: Arc<ProxyContext>,
+        peer: SocketAddr,
+        writer: OwnedWriteHalf,
+        me: Arc<MinerEntry>,
+    ) -> Session {
         let initial = Difficulty::new(ctx.config.vardiff.initial).expect("validated");
         Session {
             vardiff: Vardiff::new(initial, std::time::Instant::now()),
@@ -162,6 +173,7 @@ impl Session {
             needs_clean_job: false,
             last_job_seq: 0,
             close_at: None,
+            me,
         }
     }
 
@@ -215,7 +227,10 @@ impl Session {
                     self.reply_err(&id, ErrorCode::Other, format!("{method}: {e}"));
                 }
             }
-            Ok(ClientRequest::Subscribe(_)) => self.on_subscribe(&id).await,
+            Ok(ClientRequest::Subscribe(sub)) => {
+                self.me.set_agent(sub.user_agent);
+                self.on_subscribe(&id).await
+            }
             Ok(ClientRequest::Authorize(a)) => self.on_authorize(&id, a.user),
             Ok(ClientRequest::Submit(s)) => self.on_submit(&id, s),
             Ok(ClientRequest::Configure(c)) => self.on_configure(&id, c).await,
@@ -289,6 +304,7 @@ impl Session {
                 return;
             }
             self.workers.push(Arc::from(user));
+            self.me.set_workers(&self.workers);
         }
         if self
             .ctx
@@ -369,6 +385,7 @@ impl Session {
         let wish = self.suggested.unwrap_or(self.vardiff.current());
         let d = self.ctx.vardiff.snap(wish, self.ceiling());
         self.vardiff.reset_to(d, std::time::Instant::now());
+        self.me.set_difficulty(d.as_f64());
         self.out.push_str(&line::set_difficulty(d));
         if let Some(job) = self.link.as_ref().and_then(|l| l.latest_job()) {
             self.last_job_seq = job.seq;
@@ -397,6 +414,7 @@ impl Session {
             .unwrap_or(0);
         self.grace = Some((from.to_target(), last_seq));
         tracing::debug!(peer = %self.peer, %from, %to, "difficulty change");
+        self.me.set_difficulty(to.as_f64());
         self.out.push_str(&line::set_difficulty(to));
     }
 
@@ -499,6 +517,7 @@ impl Session {
             // The old link's jobs are gone, so no grace: every old share is stale anyway.
             self.grace = None;
             self.vardiff.reset_to(next, std::time::Instant::now());
+            self.me.set_difficulty(next.as_f64());
             self.out.push_str(&line::set_difficulty(next));
             match self.link.as_ref().and_then(|l| l.latest_job()) {
                 Some(job) => {
@@ -529,6 +548,8 @@ impl Session {
     fn reject(&mut self, id: &Value, worker: Option<&str>, why: ShareRejection) {
         let stats = &self.ctx.stats;
         bump(&stats.shares_rejected);
+        self.me
+            .on_rejected(matches!(why, ShareRejection::Stale { .. }));
         match why {
             ShareRejection::Stale { .. } => bump(&stats.shares_stale),
             ShareRejection::Duplicate => bump(&stats.shares_duplicate),
@@ -605,6 +626,7 @@ impl Session {
         self.reply_ok(id, Value::Bool(true));
         let stats = &self.ctx.stats;
         bump(&stats.shares_accepted);
+        self.me.on_accepted(a.credited.as_f64());
         let worker = self.ledger_worker(Some(&submit.worker));
         if a.forward {
             bump(&stats.shares_forwarded);

@@ -74,3 +74,60 @@ impl ProxyStats {
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
+
+/// One upstream pool's counters (config order), for the status API and metrics.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    /// Upstream connections open to this pool now.
+    pub connections: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub accepted: AtomicU64,
+    /// Rejects of locally accepted shares (bug signals).
+    pub rejected: AtomicU64,
+    pub stale: AtomicU64,
+    /// Submit → answer round trip, decaying average in microseconds.
+    pub latency_us: AtomicU64,
+    /// Unix milliseconds when the last connection opened; 0 = never.
+    pub connected_at_ms: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl PoolCounters {
+    pub fn record_latency(&self, rtt: std::time::Duration) {
+        let us = rtt.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.latency_us.load(Relaxed);
+        // 1/8 weight for the newest sample; the first one is taken as is.
+        let new = if old == 0 { us } else { old - old / 8 + us / 8 };
+        self.latency_us.store(new.max(1), Relaxed);
+    }
+
+    pub fn set_error(&self, e: impl ToString) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A connection opened; the guard counts it closed when dropped.
+    pub fn connected(&self) -> PoolConnection<'_> {
+        self.connections.fetch_add(1, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.connected_at_ms.store(now, Relaxed);
+        PoolConnection(self)
+    }
+}
+
+pub struct PoolConnection<'a>(&'a PoolCounters);
+
+impl Drop for PoolConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Relaxed);
+    }
+}

@@ -46,7 +46,7 @@ impl Default for LoopConfig {
 }
 
 /// What the loop is doing, for the proxy's API and for tests.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct CurtailmentStatus {
     pub signal_id: Option<String>,
     pub limit_kw: Option<f64>,
@@ -55,10 +55,40 @@ pub struct CurtailmentStatus {
     pub commands_ok: u64,
     pub commands_failed: u64,
     pub last_decision: String,
+    /// Ids of the miners the loop has paused.
+    pub paused: Vec<String>,
+    /// Ids of the miners an operator paused (the loop leaves them alone).
+    pub held: Vec<String>,
+    /// The most recent events (signals starting and ending, decisions), oldest first.
+    pub history: Vec<CurtailmentEvent>,
 }
+
+/// One line of the loop's history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CurtailmentEvent {
+    /// Unix seconds.
+    pub at: u64,
+    pub signal_id: Option<String>,
+    pub what: String,
+}
+
+/// How many events [`CurtailmentStatus::history`] keeps.
+pub const HISTORY_LEN: usize = 50;
+
+/// An operator's direct command for one managed miner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorCommand {
+    /// Pause it through its firmware and keep it out of the controller's hands.
+    Pause(String),
+    /// Resume it and hand it back to the controller.
+    Resume(String),
+}
+
+type CommandReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 pub struct CurtailmentHandle {
     status: watch::Receiver<CurtailmentStatus>,
+    commands: tokio::sync::mpsc::Sender<(OperatorCommand, CommandReply)>,
 }
 
 impl CurtailmentHandle {
@@ -68,6 +98,18 @@ impl CurtailmentHandle {
 
     pub fn watch(&self) -> watch::Receiver<CurtailmentStatus> {
         self.status.clone()
+    }
+
+    /// Run an operator's command; the answer says what went wrong (unknown miner, firmware
+    /// error).
+    pub async fn operator(&self, cmd: OperatorCommand) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send((cmd, tx))
+            .await
+            .map_err(|_| "the curtailment loop has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the curtailment loop has stopped".to_string())?
     }
 }
 
@@ -81,8 +123,23 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> CurtailmentHandle {
     let (tx, rx) = watch::channel(CurtailmentStatus::default());
-    tokio::spawn(run(cfg, miners, meter, signal, grid, tx, shutdown));
-    CurtailmentHandle { status: rx }
+    let (commands, command_rx) = tokio::sync::mpsc::channel(16);
+    let outputs = Outputs {
+        status: tx,
+        commands: command_rx,
+    };
+    tokio::spawn(run(cfg, miners, meter, signal, grid, outputs, shutdown));
+    CurtailmentHandle {
+        status: rx,
+        commands,
+    }
+}
+
+/// The loop's side of its handle: where it publishes its status, where operators' commands
+/// arrive.
+struct Outputs {
+    status: watch::Sender<CurtailmentStatus>,
+    commands: tokio::sync::mpsc::Receiver<(OperatorCommand, CommandReply)>,
 }
 
 async fn run(
@@ -91,9 +148,13 @@ async fn run(
     meter: MeterHandle,
     mut signal: watch::Receiver<Option<Signal>>,
     grid: Option<GridLink>,
-    status: watch::Sender<CurtailmentStatus>,
+    outputs: Outputs,
     shutdown: CancellationToken,
 ) {
+    let Outputs {
+        status,
+        mut commands,
+    } = outputs;
     // In the background: a signal arriving meanwhile must not wait for slow miners.
     let probes = miners
         .iter()
@@ -105,10 +166,25 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_report: Option<Instant> = None;
     let (mut ok, mut failed) = (0u64, 0u64);
+    let mut held: Vec<String> = Vec::new();
+    let mut history: std::collections::VecDeque<CurtailmentEvent> = Default::default();
+    let mut last_signal: Option<String> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = signal.changed() => if changed.is_err() { return; },
+            Some((cmd, reply)) = commands.recv() => {
+                let r = operator_command(&mut miners, &mut held, &cmd, cfg.command_timeout).await;
+                let (id, verb) = match &cmd {
+                    OperatorCommand::Pause(id) => (id, "paused"),
+                    OperatorCommand::Resume(id) => (id, "resumed"),
+                };
+                push_event(&mut history, last_signal.clone(), match &r {
+                    Ok(()) => format!("operator {verb} {id}"),
+                    Err(e) => format!("operator could not have {id} {verb}: {e}"),
+                });
+                let _ = reply.send(r);
+            }
             _ = shutdown.cancelled() => return,
         }
         let now = SystemTime::now();
@@ -123,7 +199,25 @@ async fn run(
             .duration_since(reading.at)
             .ok()
             .and_then(|age| now_instant.checked_sub(age));
-        let infos: Vec<MinerInfo> = miners.iter().map(|m| m.info.clone()).collect();
+        let id_now = active.as_ref().map(|s| s.id.clone());
+        if id_now != last_signal {
+            let what = match (&last_signal, &id_now) {
+                (_, Some(id)) => format!(
+                    "signal {id} in force: limit {}",
+                    limit_kw.map_or("none".to_string(), |l| format!("{l} kW"))
+                ),
+                (Some(old), None) => format!("signal {old} ended: restoring"),
+                (None, None) => String::new(),
+            };
+            push_event(&mut history, id_now.clone(), what);
+            last_signal = id_now;
+        }
+        // Miners an operator holds are not the controller's to move.
+        let infos: Vec<MinerInfo> = miners
+            .iter()
+            .filter(|m| !held.contains(&m.info.id))
+            .map(|m| m.info.clone())
+            .collect();
         let decision = decide(
             &cfg.controller,
             &mut state,
@@ -146,11 +240,23 @@ async fn run(
             let (o, f) = execute(&mut miners, &decision.actions, cfg.command_timeout).await;
             ok += o;
             failed += f;
+            push_event(
+                &mut history,
+                last_signal.clone(),
+                format!(
+                    "{}: {} command(s), {o} obeyed, {f} failed (measured {})",
+                    decision.why,
+                    decision.actions.len(),
+                    measured_kw.map_or("nothing".to_string(), |m| format!("{m:.1} kW"))
+                ),
+            );
         }
-        let shed = miners
+        let paused: Vec<String> = miners
             .iter()
-            .filter(|m| m.info.state == PowerState::Paused)
-            .count();
+            .filter(|m| m.info.state == PowerState::Paused && !held.contains(&m.info.id))
+            .map(|m| m.info.id.clone())
+            .collect();
+        let shed = paused.len();
         status.send_replace(CurtailmentStatus {
             signal_id: active.as_ref().map(|s| s.id.clone()),
             limit_kw,
@@ -159,6 +265,9 @@ async fn run(
             commands_ok: ok,
             commands_failed: failed,
             last_decision: decision.why.to_string(),
+            paused,
+            held: held.clone(),
+            history: history.iter().cloned().collect(),
         });
         if let (Some(s), Some(link)) = (&active, &grid) {
             if last_report.is_none_or(|t| t.elapsed() >= cfg.report_interval) {
@@ -185,6 +294,66 @@ async fn run(
             last_report = None;
         }
     }
+}
+
+fn push_event(
+    history: &mut std::collections::VecDeque<CurtailmentEvent>,
+    signal_id: Option<String>,
+    what: String,
+) {
+    if what.is_empty() {
+        return;
+    }
+    if history.len() == HISTORY_LEN {
+        history.pop_front();
+    }
+    let at = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    history.push_back(CurtailmentEvent {
+        at,
+        signal_id,
+        what,
+    });
+}
+
+/// An operator's pause or resume of one miner, through its firmware.
+async fn operator_command(
+    miners: &mut [ManagedMiner],
+    held: &mut Vec<String>,
+    cmd: &OperatorCommand,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (id, pause) = match cmd {
+        OperatorCommand::Pause(id) => (id, true),
+        OperatorCommand::Resume(id) => (id, false),
+    };
+    let m = miners
+        .iter_mut()
+        .find(|m| &m.info.id == id)
+        .ok_or_else(|| format!("no managed miner {id:?}; miners are listed in [[miners]]"))?;
+    let control = m.control.clone();
+    let r = tokio::time::timeout(timeout, async {
+        if pause {
+            control.pause().await
+        } else {
+            control.resume().await
+        }
+    })
+    .await
+    .map_err(|_| format!("the firmware did not answer within {timeout:?}"))?;
+    r.map_err(|e| e.to_string())?;
+    if pause {
+        m.info.state = PowerState::Paused;
+        if !held.contains(id) {
+            held.push(id.clone());
+        }
+    } else {
+        m.info.state = PowerState::Running;
+        held.retain(|h| h != id);
+    }
+    Ok(())
 }
 
 /// Ask every miner's firmware for its status once, at start: it shows at once which miners

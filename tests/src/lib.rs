@@ -9,8 +9,10 @@
 //! its stratum library agree on a wrong idea of a share, this crate still says no.
 
 pub mod asic;
+pub mod browser;
 pub mod jsonrpc;
 pub mod line_reader;
+pub mod load;
 pub mod meter_sim;
 pub mod miner;
 pub mod mosquitto;

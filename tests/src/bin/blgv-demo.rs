@@ -51,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
         "[proxy]\nlisten = \"{listen}\"\n\
          [[upstreams]]\nname = \"demo-pool\"\nurl = \"{pool}\"\nuser = \"demo.site\"\n\
          [vardiff]\ninitial = 3.814697265625e-6\nmin = 9.5367431640625e-7\nmax = 6.103515625e-5\ntarget_shares_per_minute = 30\nretarget_secs = 20\n\
-         [ledger]\npath = {ledger:?}\n",
+         [ledger]\npath = {ledger:?}\n\
+         [api]\nlisten = \"127.0.0.1:8081\"\n",
         listen = args.listen,
         pool = pool.addr(),
     );
@@ -62,10 +63,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let proxy = match blgv_proxy::start(config.clone()).await {
         Ok(p) => p,
-        Err(e) if args.listen.ends_with(":3333") => {
+        Err(
+            e @ (blgv_proxy::StartError::Listen { .. } | blgv_proxy::StartError::ApiListen { .. }),
+        ) => {
             eprintln!("note: {e}; using any free port instead");
             let mut c = config;
             c.proxy.listen = "127.0.0.1:0".parse()?;
+            c.api.listen = "127.0.0.1:0".parse()?;
             blgv_proxy::start(c).await?
         }
         Err(e) => return Err(e.into()),
@@ -80,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
         "  blgv-proxy: stratum+tcp://{}  (point a real miner here too)",
         proxy.local_addr()
     );
+    if let Some(api) = proxy.api_addr() {
+        println!("  site dashboard: http://{api}/   (status API under /api, metrics at /metrics)");
+    }
     println!("  ledger: {}", ledger.display());
     println!(
         "  {} simulated ASICs hashing; Ctrl-C to stop\n",

@@ -4,6 +4,7 @@
 
 pub mod fixed_template;
 pub mod hostile;
+pub mod site;
 
 use blgv_proxy::config::{Config, UpstreamConfig};
 use serde_json::{json, Value};
@@ -32,7 +33,9 @@ pub fn proxy_config(pools: &[SocketAddr], difficulty: f64, dir: &Path) -> Config
 
 /// [`proxy_config`] plus more TOML (site sections: meters, grid, curtailment, miners).
 pub fn proxy_config_with(pools: &[SocketAddr], difficulty: f64, dir: &Path, extra: &str) -> Config {
-    let mut text = String::from("[proxy]\nlisten = \"127.0.0.1:0\"\nsubscribe_wait_ms = 10000\n");
+    let mut text = String::from(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nsubscribe_wait_ms = 10000\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    );
     for (i, p) in pools.iter().enumerate() {
         text.push_str(&format!("[[upstreams]]\nname = \"pool{i}\"\nurl = \"stratum+tcp://{p}\"\nuser = \"site.proxy\"\n"));
     }

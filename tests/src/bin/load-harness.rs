@@ -1,0 +1,172 @@
+//! `load-harness`: load test for blgv-proxy. M simulated miners on real TCP → the real
+//! `blgv-proxy` binary (a child process) → a fast, strict upstream pool. See
+//! docs/PERFORMANCE.md.
+//!
+//! ```text
+//! load-harness connections --miners 15000
+//! load-harness shares --miners 1000 --rate 30000 --secs 15
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use blgv_tests::load::{self, process::ProxyCommand, Options, Scenario};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "load-harness", about = "Load harness for blgv-proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hold N idle miners: RSS per miner, new-job fan-out latency.
+    Connections {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect N miners, then submit R valid shares/s in total for S seconds: throughput,
+    /// submit→reply latency percentiles, proxy CPU per share.
+    Shares {
+        #[command(flatten)]
+        common: Common,
+        /// Total shares per second, spread evenly over the miners.
+        #[arg(long, default_value_t = 30_000.0)]
+        rate: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 15.0)]
+        secs: f64,
+        /// Seconds at the same rate before measuring.
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+    },
+    /// (internal) Run the proxy library in this process like `blgv-proxy --config FILE`.
+    #[command(hide = true)]
+    RunProxy {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Simulated miners (one TCP connection each).
+    #[arg(long, default_value_t = 1000)]
+    miners: usize,
+    /// The proxy binary (default: blgv-proxy next to this executable).
+    #[arg(long)]
+    proxy_bin: Option<PathBuf>,
+    /// Miner difficulty (vardiff initial = min = max). Default 2^-27: ~32 hashes a share.
+    #[arg(long, default_value_t = 1.0 / 134_217_728.0)]
+    miner_diff: f64,
+    /// Upstream difficulty = miner difficulty × this: about one share in this many is
+    /// forwarded (1 = all).
+    #[arg(long, default_value_t = 16.0)]
+    forward_every: f64,
+    /// Spread connections over this many source addresses 127.0.0.2…; default one per
+    /// 10,000 miners.
+    #[arg(long)]
+    source_ips: Option<usize>,
+    /// Connection handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// New clean jobs to time the fan-out of.
+    #[arg(long)]
+    fanout_rounds: Option<usize>,
+    /// Seconds to hold the idle connections.
+    #[arg(long, default_value_t = 2.0)]
+    hold_secs: f64,
+    /// Pacer sleep between share batches, µs.
+    #[arg(long, default_value_t = 100)]
+    tick_us: u64,
+    /// Harness runtime worker threads (the proxy gets its own).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// BLGV_LOG for the proxy.
+    #[arg(long, default_value = "warn")]
+    proxy_log: String,
+    /// Keep the run directory (config, proxy.log, ledger).
+    #[arg(long)]
+    keep_dir: bool,
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// `perf record` the proxy into this file (connections: from the first connect to the
+    /// end of the hold; shares: warm-up + measured window). Profile runs are not measurement
+    /// runs: perf costs the proxy CPU.
+    #[arg(long)]
+    perf_record: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (common, scenario, default_rounds) = match cli.command {
+        Command::RunProxy { config } => {
+            return match load::process::run_proxy_here(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Connections { common } => (common, Scenario::Connections, 5),
+        Command::Shares {
+            common,
+            rate,
+            secs,
+            warmup_secs,
+        } => (
+            common,
+            Scenario::Shares {
+                rate,
+                secs,
+                warmup: warmup_secs,
+            },
+            1,
+        ),
+    };
+    match run(common, scenario, default_rounds) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(c: Common, scenario: Scenario, default_rounds: usize) -> anyhow::Result<bool> {
+    let proxy = match &c.proxy_bin {
+        Some(p) => ProxyCommand::binary(p),
+        None => ProxyCommand::next_to_current_exe()?,
+    };
+    let mut opts = Options::new(scenario, c.miners, proxy);
+    opts.miner_difficulty = c.miner_diff;
+    opts.forward_every = c.forward_every;
+    opts.source_ips = c.source_ips;
+    opts.connect_concurrency = c.connect_concurrency;
+    opts.fanout_rounds = c.fanout_rounds.unwrap_or(default_rounds);
+    opts.hold = Duration::from_secs_f64(c.hold_secs);
+    opts.tick = Duration::from_micros(c.tick_us);
+    opts.proxy_log = c.proxy_log;
+    opts.keep_dir = c.keep_dir;
+    opts.perf_record = c.perf_record;
+    opts.verbose = true;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(c.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(load::run(&opts))?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.ok())
+}
