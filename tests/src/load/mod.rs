@@ -105,7 +105,8 @@ pub fn proxy_config(
         "[proxy]\nlisten = \"{listen}\"\nsubscribe_wait_ms = 30000\n\
          [[upstreams]]\nname = \"load-upstream\"\nurl = \"stratum+tcp://{upstream}\"\nuser = \"load.proxy\"\n\
          [vardiff]\ninitial = {difficulty:e}\nmin = {difficulty:e}\nmax = {difficulty:e}\ntarget_shares_per_minute = 60\nretarget_secs = 60\n\
-         [ledger]\npath = {:?}\nflush_interval_ms = 1000\n",
+         [ledger]\npath = {:?}\nflush_interval_ms = 1000\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("ledger.db")
     )
 }
