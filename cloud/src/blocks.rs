@@ -3,6 +3,7 @@
 use crate::context::FoundBlock;
 use crate::job_feed::JobFeed;
 use crate::ledger::{BlockStatus, LedgerEvent};
+use crate::monitor::NodeMonitor;
 use crate::stats::{bump, PoolStats};
 use crate::template::TemplateSource;
 use std::sync::Arc;
@@ -18,12 +19,16 @@ pub async fn run_submitter<S: TemplateSource>(
     ledger: mpsc::UnboundedSender<LedgerEvent>,
     feed: Arc<JobFeed>,
     stats: Arc<PoolStats>,
+    node: Arc<NodeMonitor>,
 ) {
     while let Some(block) = found.recv().await {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match source.submit_block(block.hex.clone()).await {
+            let started = std::time::Instant::now();
+            let result = source.submit_block(block.hex.clone()).await;
+            node.observe("submitblock", Some(started.elapsed()), &result);
+            match result {
                 Ok(verdict) => break Ok(verdict),
                 Err(e) if attempt < SUBMIT_ATTEMPTS => {
                     tracing::error!(hash = %block.hash, attempt, "{e}; retrying block submission");

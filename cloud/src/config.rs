@@ -1,6 +1,7 @@
 //! `blgv-cloud` configuration: TOML, typed, validated at start; errors name the key and the fix.
 //! Environment variables override the file as `BLGV_<SECTION>__<KEY>`.
 
+use crate::payout::PayoutConfig;
 use bitcoin::{Address, Network, ScriptBuf};
 use blgv_config::Validate;
 use serde::Deserialize;
@@ -17,6 +18,36 @@ pub struct Config {
     pub vardiff: VardiffSection,
     #[serde(default)]
     pub ledger: LedgerSection,
+    /// Payout schemes, balances and payout batches (see [`crate::payout`]).
+    #[serde(default)]
+    pub payout: PayoutConfig,
+    /// The REST + WebSocket API, metrics and dashboard.
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Where the HTTP API, `/metrics`, `/ws/pool-stats` and the dashboard listen.
+    pub listen: SocketAddr,
+    /// Bearer token for the write endpoints (`POST /api/...`); without it they answer 403.
+    pub token: Option<String>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How often `hashrate_update` goes to WebSocket clients.
+    pub live_update_ms: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: "127.0.0.1:8080".parse().expect("literal"),
+            token: None,
+            max_body_bytes: 16 * 1024,
+            live_update_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,6 +376,40 @@ impl Validate for Config {
                 "use a positive number of milliseconds",
             ));
         }
+        let network = self.payout()?.network;
+        self.payout.validate(network)?;
+        let a = &self.api;
+        if let Some(token) = &a.token {
+            if token.trim().len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(err(
+                    "api.token",
+                    "shorter than 16 characters or contains spaces",
+                    "use a long random string, e.g. the output of `openssl rand -hex 32`",
+                ));
+            }
+        }
+        if !(256..=16 * 1024 * 1024).contains(&a.max_body_bytes) {
+            return Err(err(
+                "api.max_body_bytes",
+                format!("{}", a.max_body_bytes),
+                "use 256 to 16777216 bytes (16384 is plenty for the API)",
+            ));
+        }
+        if !(100..=3_600_000).contains(&a.live_update_ms) {
+            return Err(err(
+                "api.live_update_ms",
+                format!("{}", a.live_update_ms),
+                "use 100 to 3600000 milliseconds (5000 is usual)",
+            ));
+        }
+        if a.listen == self.pool.listen && a.listen.port() != 0 {
+            return Err(err(
+                "api.listen",
+                format!("{} is also pool.listen", a.listen),
+                "give the API its own port, e.g. 127.0.0.1:8080",
+            ));
+        }
         Ok(())
     }
 }
@@ -412,6 +477,19 @@ password = "p"
                 "`node`",
             ),
             (format!("{REGTEST}[vardiff]\nmin = 0"), "`vardiff.min`"),
+            (format!("{REGTEST}[api]\ntoken = \"short\""), "`api.token`"),
+            (
+                format!("{REGTEST}[api]\nmax_body_bytes = 1"),
+                "`api.max_body_bytes`",
+            ),
+            (
+                format!("{REGTEST}[payout]\nchange_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\""),
+                "`payout.change_address`",
+            ),
+            (
+                format!("{REGTEST}[payout]\nprocess_interval_secs = 0"),
+                "`payout.process_interval_secs`",
+            ),
             (
                 REGTEST.replace("[node]", "extranonce2_size = 1\n[node]"),
                 "`pool.extranonce2_size`",

@@ -1,9 +1,12 @@
 //! What every task of a running pool shares.
 
-use crate::config::Config;
+use crate::config::{validate_address, Config};
 use crate::job_feed::JobFeed;
 use crate::ledger::LedgerEvent;
+use crate::monitor::LiveFeed;
+use crate::payout::{solo_split, PayoutSettings, Sats, Scheme};
 use crate::stats::PoolStats;
+use bitcoin::ScriptBuf;
 use blgv_stratum::VardiffRules;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -28,6 +31,9 @@ pub struct PoolContext {
     pub tasks: TaskTracker,
     pub(crate) ledger: mpsc::UnboundedSender<LedgerEvent>,
     pub(crate) blocks: mpsc::UnboundedSender<FoundBlock>,
+    /// The validated `[payout]` section: which accounts mine SOLO, and where they are paid.
+    pub payout: Arc<PayoutSettings>,
+    pub live: LiveFeed,
     next_extranonce1: AtomicU64,
 }
 
@@ -41,6 +47,8 @@ impl PoolContext {
         shutdown: CancellationToken,
         ledger: mpsc::UnboundedSender<LedgerEvent>,
         blocks: mpsc::UnboundedSender<FoundBlock>,
+        payout: Arc<PayoutSettings>,
+        live: LiveFeed,
     ) -> PoolContext {
         PoolContext {
             config,
@@ -51,6 +59,8 @@ impl PoolContext {
             tasks: TaskTracker::new(),
             ledger,
             blocks,
+            payout,
+            live,
             // A random start: a restarted pool does not hand out the extranonce1 values (and so
             // the coinbases) of the connections it had before.
             next_extranonce1: AtomicU64::new(rand::random::<u32>() as u64),
@@ -71,5 +81,49 @@ impl PoolContext {
 
     pub fn submit_block(&self, block: FoundBlock) {
         let _ = self.blocks.send(block);
+    }
+
+    /// Where a SOLO account is paid: `Ok(None)` for accounts the pool pays (PPS, PPLNS),
+    /// `Ok(Some(script))` for a SOLO account, `Err` (what to fix) for a SOLO account without a
+    /// payout address.
+    pub fn solo_payee(&self, account: &str) -> Result<Option<ScriptBuf>, String> {
+        let s = &self.payout;
+        let spec = s.accounts.iter().find(|a| a.name == account);
+        let scheme = spec.and_then(|a| a.scheme).unwrap_or(s.default_scheme);
+        if scheme != Scheme::Solo || account == s.fee_account {
+            return Ok(None);
+        }
+        let address = spec.and_then(|a| a.address.clone()).or_else(|| {
+            validate_address(account, s.network)
+                .ok()
+                .map(|_| account.to_string())
+        });
+        match address {
+            Some(a) => validate_address(&a, s.network).map(Some),
+            None => Err(format!(
+                "account {account:?} mines SOLO but has no payout address; fix: give it an address in payout.accounts, or mine as \"<{} address>.<rig>\"",
+                s.network
+            )),
+        }
+    }
+
+    /// The coinbase outputs of a SOLO block worth `reward`: the finder's part, then the pool
+    /// fee to `pool.payout_address` (the split the payout engine credits, see
+    /// [`crate::payout::solo_split`]).
+    pub fn solo_outputs(
+        &self,
+        finder: &ScriptBuf,
+        reward: u64,
+        pool: &ScriptBuf,
+    ) -> Vec<(u64, ScriptBuf)> {
+        let (to_finder, fee) = solo_split(Sats(reward), self.payout.fee_bp);
+        let mut outputs = Vec::with_capacity(2);
+        if to_finder.0 > 0 || fee.0 == 0 {
+            outputs.push((to_finder.0, finder.clone()));
+        }
+        if fee.0 > 0 {
+            outputs.push((fee.0, pool.clone()));
+        }
+        outputs
     }
 }

@@ -38,11 +38,38 @@ impl PoolJob {
         ntime: u32,
         policy: &CoinbasePolicy,
     ) -> PoolJob {
+        let outputs = [(template.coinbase_value, policy.payout_script.clone())];
+        PoolJob::build_paying(job_id, template, clean_jobs, ntime, policy, &outputs)
+    }
+
+    /// The same job with a coinbase paying `outputs` (amounts summing to the template's
+    /// coinbase value) instead of the pool: a SOLO miner's work. Same id, ntime and age.
+    pub fn paying(&self, policy: &CoinbasePolicy, outputs: &[(u64, ScriptBuf)]) -> PoolJob {
+        let mut job = PoolJob::build_paying(
+            self.job.job_id.clone(),
+            self.template.clone(),
+            self.job.clean_jobs,
+            self.job.ntime,
+            policy,
+            outputs,
+        );
+        job.created_at = self.created_at;
+        job
+    }
+
+    fn build_paying(
+        job_id: String,
+        template: Arc<PreparedTemplate>,
+        clean_jobs: bool,
+        ntime: u32,
+        policy: &CoinbasePolicy,
+        outputs: &[(u64, ScriptBuf)],
+    ) -> PoolJob {
         let parts = coinbase::build(
             template.height,
             policy.extranonce_len,
             &policy.tag,
-            &[(template.coinbase_value, policy.payout_script.clone())],
+            outputs,
             template.witness_commitment.as_ref(),
         );
         let job = Job::new(

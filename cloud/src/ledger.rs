@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS shares (
     is_block INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS shares_by_worker ON shares (worker, id);
+CREATE INDEX IF NOT EXISTS shares_by_time ON shares (time_ms); -- hashrate windows (API)
 CREATE TABLE IF NOT EXISTS blocks (
     hash TEXT PRIMARY KEY,
     height INTEGER NOT NULL,
@@ -158,12 +159,23 @@ pub fn write_batch(conn: &mut Connection, events: &[LedgerEvent]) -> Result<(), 
     Ok(())
 }
 
+/// What the writer tells the rest of the pool.
+#[derive(Default)]
+pub struct WriterSignals {
+    /// Set while commits fail (for `/health`).
+    pub failing: Option<Arc<crate::stats::PoolStats>>,
+    /// Notified after a batch that carried a block or a block status is committed (the payout
+    /// task credits blocks once their status is in the database).
+    pub blocks_committed: Option<Arc<tokio::sync::Notify>>,
+}
+
 /// The single writer: batch what arrives, commit at most once per `interval`, stop when every
 /// sender is gone (after committing the rest).
 pub async fn run_writer(
     mut rx: mpsc::UnboundedReceiver<LedgerEvent>,
     conn: Connection,
     interval: Duration,
+    signals: WriterSignals,
 ) {
     let mut conn = Some(conn);
     let mut buf = Vec::with_capacity(4096);
@@ -184,9 +196,25 @@ pub async fn run_writer(
         if let Err(e) = result {
             // Keep the batch and retry next round: a full disk must not lose shares.
             tracing::error!(error = %e, rows = batch.len(), "ledger commit failed; will retry");
+            if let Some(stats) = &signals.failing {
+                stats
+                    .ledger_failing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             buf = batch;
             tokio::time::sleep(interval).await;
             continue;
+        }
+        if let Some(stats) = &signals.failing {
+            stats
+                .ledger_failing
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        let has_block = batch.iter().any(|e| !matches!(e, LedgerEvent::Share(_)));
+        if has_block {
+            if let Some(n) = &signals.blocks_committed {
+                n.notify_one();
+            }
         }
         let elapsed = started.elapsed();
         if elapsed < interval && !rx.is_closed() {

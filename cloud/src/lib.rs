@@ -4,6 +4,7 @@
 //! miners are validated with the same `blgv-stratum` rules as the proxy, recorded in a ledger,
 //! and the ones that meet the network target become blocks submitted at once.
 
+pub mod api;
 pub mod blocks;
 pub mod coinbase;
 pub mod config;
@@ -11,7 +12,9 @@ pub mod context;
 pub mod job;
 pub mod job_feed;
 pub mod ledger;
+pub mod monitor;
 pub mod payout;
+pub mod payout_task;
 pub mod rpc;
 pub mod session;
 pub mod stats;
@@ -20,7 +23,7 @@ pub mod template;
 pub use config::{Config, ConfigError, LoadError};
 pub use rpc::BitcoindRpc;
 pub use stats::PoolStatsSnapshot;
-pub use template::{NodeError, TemplateSource};
+pub use template::{BlockPosition, NodeError, TemplateSource};
 
 use blgv_stratum::{Difficulty, VardiffRules};
 use context::PoolContext;
@@ -41,20 +44,42 @@ pub enum StartError {
     },
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
+    #[error("cannot listen on {addr} (api.listen): {source}; fix: pick a free port or stop the process using it")]
+    ApiListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Payout(#[from] payout::PayoutError),
+    #[error("cannot prepare the API's tables: {0}")]
+    Api(rusqlite::Error),
 }
 
 pub struct PoolHandle {
     local_addr: SocketAddr,
+    api_addr: SocketAddr,
     ctx: Arc<PoolContext>,
+    payouts: Arc<payout_task::PayoutShared>,
     submitter: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
+    api: tokio::task::JoinHandle<()>,
 }
 
 impl PoolHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the HTTP API, metrics, live feed and dashboard listen.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The payout engine the pool runs (for operators' tools and tests).
+    pub fn payouts(&self) -> Arc<payout_task::PayoutShared> {
+        self.payouts.clone()
     }
 
     pub fn stats(&self) -> PoolStatsSnapshot {
@@ -73,14 +98,39 @@ impl PoolHandle {
         drop(self.ctx); // closes the block and ledger channels once the sessions are gone
         let _ = self.submitter.await;
         let _ = self.writer.await;
+        let abort = self.api.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), self.api)
+            .await
+            .is_err()
+        {
+            abort.abort(); // a client holding a connection open does not hold up shutdown
+        }
     }
 }
 
 /// Start the pool on `source` (a Bitcoin Core node, or the demo chain).
 pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolHandle, StartError> {
     let payout = config.payout()?;
+    let settings = Arc::new(config.payout.resolve(payout.network)?);
     let config = Arc::new(config);
     let conn = ledger::open_database(&config.ledger.path)?;
+    let payout_ledger = payout::PayoutLedger::with_connection(
+        ledger::open_database(&config.ledger.path)?,
+        (*settings).clone(),
+    )?;
+    let api_db = ledger::open_database(&config.ledger.path)?;
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| StartError::ApiListen {
+            addr: config.api.listen,
+            source,
+        })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| StartError::ApiListen {
+            addr: config.api.listen,
+            source,
+        })?;
     let listener = tokio::net::TcpListener::bind(config.pool.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -109,6 +159,13 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
     let (ledger_tx, ledger_rx) = mpsc::unbounded_channel();
     let (blocks_tx, blocks_rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
+    let live = monitor::LiveFeed::default();
+    let node = Arc::new(monitor::NodeMonitor::default());
+    let blocks_committed = Arc::new(tokio::sync::Notify::new());
+    let payouts = Arc::new(payout_task::PayoutShared::new(
+        payout_ledger,
+        blocks_committed.clone(),
+    ));
     let ctx = Arc::new(PoolContext::new(
         config.clone(),
         feed.clone(),
@@ -117,6 +174,8 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         shutdown.clone(),
         ledger_tx.clone(),
         blocks_tx,
+        settings.clone(),
+        live.clone(),
     ));
     let source = Arc::new(source);
 
@@ -124,6 +183,10 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         ledger_rx,
         conn,
         Duration::from_millis(config.ledger.flush_interval_ms),
+        ledger::WriterSignals {
+            failing: Some(stats.clone()),
+            blocks_committed: Some(blocks_committed),
+        },
     ));
     let submitter = tokio::spawn(blocks::run_submitter(
         source.clone(),
@@ -131,20 +194,58 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         ledger_tx,
         feed.clone(),
         stats.clone(),
+        node.clone(),
     ));
     ctx.tasks.spawn(job_feed::run(
-        source,
-        feed,
+        source.clone(),
+        feed.clone(),
         Duration::from_secs(config.pool.job_refresh_secs),
-        stats,
+        stats.clone(),
+        node.clone(),
         shutdown.clone(),
     ));
+    ctx.tasks.spawn(
+        payout_task::PayoutTask {
+            source,
+            shared: payouts.clone(),
+            feed: feed.clone(),
+            node: node.clone(),
+            stats: stats.clone(),
+            live: live.clone(),
+            interval: Duration::from_secs(config.payout.process_interval_secs),
+            confirmations: settings.confirmations,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    let api_state = api::ApiState::new(
+        api::ApiParts {
+            config: config.clone(),
+            network: payout.network,
+            stats: stats.clone(),
+            feed,
+            node,
+            payouts: payouts.clone(),
+            live,
+            pool_addr: local_addr,
+            shutdown: shutdown.clone(),
+        },
+        api_db,
+    )
+    .map_err(StartError::Api)?;
+    let api = tokio::spawn(api::serve(api_state, api_listener));
+    stats
+        .stratum_listening
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let accept_ctx = ctx.clone();
     ctx.tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = accept_ctx.shutdown.cancelled() => return,
+                _ = accept_ctx.shutdown.cancelled() => {
+                    accept_ctx.stats.stratum_listening.store(false, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -159,11 +260,14 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
             }
         }
     });
-    tracing::info!(listen = %local_addr, network = %config.pool.network, "blgv-cloud started");
+    tracing::info!(listen = %local_addr, api = %api_addr, network = %config.pool.network, "blgv-cloud started");
     Ok(PoolHandle {
         local_addr,
+        api_addr,
         ctx,
+        payouts,
         submitter,
         writer,
+        api,
     })
 }

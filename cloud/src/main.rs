@@ -40,11 +40,12 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => match Config::load(&file) {
             Ok(c) => {
                 println!(
-                    "{}: OK (network {}, node {}, listening on {})",
+                    "{}: OK (network {}, node {}, listening on {}, API on {})",
                     file.display(),
                     c.pool.network,
                     c.node.url,
-                    c.pool.listen
+                    c.pool.listen,
+                    c.api.listen
                 );
                 ExitCode::SUCCESS
             }

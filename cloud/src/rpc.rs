@@ -1,7 +1,7 @@
 //! The production template source: Bitcoin Core's JSON-RPC over HTTP.
 
 use crate::config::{core_chain_name, NodeSection};
-use crate::template::{BlockTemplate, ChainInfo, NodeError, TemplateSource};
+use crate::template::{BlockPosition, BlockTemplate, ChainInfo, NodeError, TemplateSource};
 use base64::Engine as _;
 use bitcoin::Network;
 use serde_json::{json, Value};
@@ -190,5 +190,31 @@ impl TemplateSource for BitcoindRpc {
             return Err(NodeError::Syncing);
         }
         Ok(info)
+    }
+
+    async fn block_position(&self, block_hash: String) -> Result<BlockPosition, NodeError> {
+        let result = match self
+            .call("getblockheader", json!([block_hash, true]), self.timeout)
+            .await
+        {
+            Ok(r) => r,
+            // RPC_INVALID_ADDRESS_OR_KEY: "Block not found".
+            Err(NodeError::Rpc { code: -5, .. }) => return Ok(BlockPosition::NotFound),
+            Err(e) => return Err(e),
+        };
+        let confirmations = result
+            .get("confirmations")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| NodeError::Malformed {
+                method: "getblockheader".into(),
+                detail: "no integer confirmations field".into(),
+            })?;
+        Ok(if confirmations >= 1 {
+            BlockPosition::MainChain {
+                confirmations: u32::try_from(confirmations).unwrap_or(u32::MAX),
+            }
+        } else {
+            BlockPosition::NotInMainChain
+        })
     }
 }

@@ -7,13 +7,16 @@
 use crate::context::{FoundBlock, PoolContext};
 use crate::job::PoolJob;
 use crate::ledger::{LedgerEvent, ShareRecord};
+use crate::payout::account_of_worker;
 use crate::stats::bump;
+use bitcoin::ScriptBuf;
 use blgv_stratum::{
     check_share, line, ClientRequest, CodecError, Configure, Difficulty, ErrorCode, Frame,
     LineCodec, ShareRejection, ShareRules, StratumError, Submit, Target, Vardiff,
 };
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,6 +28,14 @@ use tokio_util::codec::FramedRead;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WORKERS_PER_CONNECTION: usize = 64;
+/// SOLO jobs a connection keeps for validation (the feed keeps the pool's).
+const SOLO_JOBS_KEPT: usize = 32;
+
+/// A connection mining SOLO: every job pays this account's address in the coinbase.
+struct SoloPayee {
+    account: String,
+    script: ScriptBuf,
+}
 
 pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
@@ -81,6 +92,10 @@ struct Session {
     last_prevhash: Option<[u8; 32]>,
     /// The job last sent: the feed may announce a job this session already sent at authorize.
     last_job_id: Option<String>,
+    /// Set when the connection's workers mine SOLO (decided by its first worker).
+    solo: Option<SoloPayee>,
+    /// This connection's own SOLO jobs, oldest first.
+    solo_jobs: VecDeque<Arc<PoolJob>>,
 }
 
 fn unix_ms() -> i64 {
@@ -112,6 +127,8 @@ impl Session {
             grace: None,
             last_prevhash: None,
             last_job_id: None,
+            solo: None,
+            solo_jobs: VecDeque::new(),
         }
     }
 
@@ -167,6 +184,9 @@ impl Session {
             }
             Ok(ClientRequest::Authorize(a)) => {
                 if !self.workers.iter().any(|w| **w == *a.user) {
+                    if let Err(why) = self.payee_for(&a.user) {
+                        return self.reply_err(&id, ErrorCode::Other, why);
+                    }
                     if self.workers.len() >= MAX_WORKERS_PER_CONNECTION {
                         return self.reply_err(
                             &id,
@@ -198,6 +218,31 @@ impl Session {
             Ok(ClientRequest::Unknown(m)) => {
                 self.reply_err(&id, ErrorCode::Other, format!("unknown method {m:?}"))
             }
+        }
+    }
+
+    /// Check that `worker` may join this connection: SOLO work pays one account in the
+    /// coinbase, so a connection mines either for the pool or SOLO for one account.
+    fn payee_for(&mut self, worker: &str) -> Result<(), String> {
+        let account = account_of_worker(worker);
+        let payee = self.ctx.solo_payee(account)?;
+        match (&self.solo, payee, self.workers.is_empty()) {
+            (None, Some(script), true) => {
+                self.solo = Some(SoloPayee {
+                    account: account.to_string(),
+                    script,
+                });
+                Ok(())
+            }
+            (None, None, _) => Ok(()),
+            (Some(p), Some(_), _) if p.account == account => Ok(()),
+            (Some(p), _, _) => Err(format!(
+                "this connection mines SOLO for account {:?}; fix: connect worker {worker:?} on its own connection",
+                p.account
+            )),
+            (None, Some(_), false) => Err(format!(
+                "account {account:?} mines SOLO, but this connection already mines for the pool; fix: connect worker {worker:?} on its own connection"
+            )),
         }
     }
 
@@ -239,10 +284,27 @@ impl Session {
         }
     }
 
-    fn send_job(&mut self, job: &PoolJob) {
+    fn send_job(&mut self, job: &Arc<PoolJob>) {
         if !self.working || self.last_job_id.as_deref() == Some(job.job.job_id.as_str()) {
             return;
         }
+        let job = match &self.solo {
+            None => job.clone(),
+            Some(payee) => {
+                let policy = self.ctx.feed.policy();
+                let outputs = self.ctx.solo_outputs(
+                    &payee.script,
+                    job.template.coinbase_value,
+                    &policy.payout_script,
+                );
+                let solo = Arc::new(job.paying(policy, &outputs));
+                if self.solo_jobs.len() == SOLO_JOBS_KEPT {
+                    self.solo_jobs.pop_front();
+                }
+                self.solo_jobs.push_back(solo.clone());
+                solo
+            }
+        };
         self.last_job_id = Some(job.job.job_id.clone());
         // A job on a new previous block must be clean even if the miner missed the clean one.
         let new_block = self.last_prevhash != Some(job.template.prevhash);
@@ -284,6 +346,7 @@ impl Session {
 
     fn reject(&mut self, id: &Value, worker: Option<&str>, why: ShareRejection) {
         bump(&self.ctx.stats.shares_rejected);
+        self.ctx.stats.count_rejection(why.reason());
         tracing::debug!(peer = %self.peer, ?worker, reason = why.reason(), "share rejected: {why}");
         self.out.push_str(&line::error(id, &why.to_stratum_error()));
     }
@@ -300,13 +363,21 @@ impl Session {
                 worker: submit.worker.clone(),
             });
         }
-        let job = self
-            .ctx
-            .feed
-            .get(&submit.job_id)
-            .ok_or_else(|| ShareRejection::Stale {
-                job_id: submit.job_id.clone(),
-            })?;
+        let stale = || ShareRejection::Stale {
+            job_id: submit.job_id.clone(),
+        };
+        // The feed decides what is stale; a SOLO connection validates against its own coinbase.
+        let job = self.ctx.feed.get(&submit.job_id).ok_or_else(stale)?;
+        let job = match &self.solo {
+            None => job,
+            Some(_) => self
+                .solo_jobs
+                .iter()
+                .rev()
+                .find(|j| j.job.job_id == submit.job_id)
+                .cloned()
+                .ok_or_else(stale)?,
+        };
         let current = self.vardiff.current().to_target();
         let target = match self.grace {
             Some((old, changed_at)) if job.created_at <= changed_at => old.max(current),
@@ -337,6 +408,7 @@ impl Session {
         };
         self.out.push_str(&line::ok(id, Value::Bool(true)));
         bump(&self.ctx.stats.shares_accepted);
+        self.ctx.stats.add_difficulty(credited.as_f64());
         let worker = self
             .workers
             .iter()
@@ -360,6 +432,16 @@ impl Session {
             let hash = share.hash.to_string();
             tracing::info!(%hash, height = job.template.height, %worker, "BLOCK FOUND; submitting");
             bump(&self.ctx.stats.blocks_found);
+            self.ctx.live.publish(&json!({
+                "type": "block_found",
+                "hash": hash,
+                "height": job.template.height,
+                "worker": worker.as_ref(),
+                "account": account_of_worker(&worker),
+                "reward_sats": job.template.coinbase_value,
+                "solo": self.solo.is_some(),
+                "time_ms": record.time_ms,
+            }));
             self.ctx.record(LedgerEvent::Block {
                 share: record,
                 hash: hash.clone(),

@@ -1,9 +1,34 @@
 //! Pool-wide counters, lock-free on the hot path.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Share rejection reasons as `blgv_stratum::ShareRejection::reason` names them.
+pub const REJECT_REASONS: [&str; 9] = [
+    "stale",
+    "duplicate",
+    "low_difficulty",
+    "bad_ntime",
+    "bad_version",
+    "bad_extranonce2",
+    "malformed",
+    "unauthorized",
+    "not_subscribed",
+];
 
 #[derive(Debug, Default)]
 pub struct PoolStats {
+    /// Rejected shares per reason, indexed like [`REJECT_REASONS`].
+    pub rejected_by_reason: [AtomicU64; REJECT_REASONS.len()],
+    /// Σ difficulty of accepted shares, as f64 bits (see [`PoolStats::add_difficulty`]).
+    pub difficulty_sum_bits: AtomicU64,
+    /// Blocks that left the node's main chain after being accepted.
+    pub blocks_orphaned: AtomicU64,
+    /// When the last template from the node was turned into a job (unix ms; 0 = never).
+    pub last_template_ms: AtomicI64,
+    /// The Stratum accept loop is running.
+    pub stratum_listening: AtomicBool,
+    /// The ledger writer's last commit failed (it keeps the batch and retries).
+    pub ledger_failing: AtomicBool,
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub shares_accepted: AtomicU64,
@@ -41,6 +66,26 @@ impl PoolStats {
             templates: self.templates.load(Relaxed),
             node_errors: self.node_errors.load(Relaxed),
         }
+    }
+}
+
+impl PoolStats {
+    pub fn count_rejection(&self, reason: &str) {
+        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
+            bump(&self.rejected_by_reason[i]);
+        }
+    }
+
+    pub fn add_difficulty(&self, d: f64) {
+        let _ = self
+            .difficulty_sum_bits
+            .fetch_update(Relaxed, Relaxed, |bits| {
+                Some((f64::from_bits(bits) + d).to_bits())
+            });
+    }
+
+    pub fn difficulty_sum(&self) -> f64 {
+        f64::from_bits(self.difficulty_sum_bits.load(Relaxed))
     }
 }
 

@@ -82,6 +82,27 @@ pub trait TemplateSource: Send + Sync + 'static {
         block_hex: String,
     ) -> impl Future<Output = Result<Option<String>, NodeError>> + Send;
     fn chain_info(&self) -> impl Future<Output = Result<ChainInfo, NodeError>> + Send;
+    /// Where a block the pool found stands in the node's chain (`getblockheader`). The
+    /// default says the source cannot tell, which never orphans anything.
+    fn block_position(
+        &self,
+        _block_hash: String,
+    ) -> impl Future<Output = Result<BlockPosition, NodeError>> + Send {
+        async { Ok(BlockPosition::Unknown) }
+    }
+}
+
+/// A found block as the node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockPosition {
+    /// In the node's main chain with this many confirmations (1 = the tip).
+    MainChain { confirmations: u32 },
+    /// Known but not in the main chain (`confirmations: -1`): a stale block, orphaned.
+    NotInMainChain,
+    /// The node does not know the block at all (RPC error -5).
+    NotFound,
+    /// The source cannot tell (no such call).
+    Unknown,
 }
 
 /// A template decoded for job building.
@@ -197,5 +218,11 @@ impl<T: TemplateSource> TemplateSource for std::sync::Arc<T> {
     }
     fn chain_info(&self) -> impl Future<Output = Result<ChainInfo, NodeError>> + Send {
         (**self).chain_info()
+    }
+    fn block_position(
+        &self,
+        block_hash: String,
+    ) -> impl Future<Output = Result<BlockPosition, NodeError>> + Send {
+        (**self).block_position(block_hash)
     }
 }

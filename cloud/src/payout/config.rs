@@ -11,6 +11,7 @@
 //! fee_account = "pool-fee"
 //! change_address = "bc1q…"
 //! fee_rate_sat_per_vb = 2.0
+//! process_interval_secs = 30     # bookkeeping at least this often in the running pool
 //!
 //! [[payout.accounts]]
 //! name = "alice"                 # workers "alice" and "alice.<rig>" mine for this account
@@ -145,6 +146,9 @@ pub struct PayoutConfig {
     pub accounts: Vec<AccountConfig>,
     /// The pool wallet's coins that payout batches may spend.
     pub utxos: Vec<UtxoConfig>,
+    /// The running pool does its bookkeeping (PPS, block credits, maturity, orphan checks)
+    /// at least this often, besides at every new block and tip change.
+    pub process_interval_secs: u64,
 }
 
 impl Default for PayoutConfig {
@@ -162,6 +166,7 @@ impl Default for PayoutConfig {
             max_outputs_per_batch: 250,
             accounts: Vec::new(),
             utxos: Vec::new(),
+            process_interval_secs: 30,
         }
     }
 }
@@ -280,6 +285,13 @@ impl PayoutConfig {
             ));
         }
         let window_ppm = (x * 1e6).round() as u64;
+        if !(1..=86_400).contains(&self.process_interval_secs) {
+            return Err(err(
+                "payout.process_interval_secs",
+                format!("{}", self.process_interval_secs),
+                "use 1 to 86400 seconds (30 is usual)",
+            ));
+        }
         let confirmations = self.confirmations.unwrap_or(DEFAULT_CONFIRMATIONS);
         if confirmations == 0 {
             return Err(err(

@@ -261,6 +261,27 @@ impl Chain {
         self.connect(block).hash
     }
 
+    /// A reorganisation: the last `depth` active blocks become stale side blocks (their
+    /// `getblockheader` says `confirmations: -1`), and another miner's `depth + 1` blocks take
+    /// their place. Returns the hashes that left the main chain, tip first.
+    pub fn reorg(&mut self, depth: u32) -> Vec<BlockHash> {
+        let depth = depth.min(self.height());
+        let mut gone = Vec::with_capacity(depth as usize);
+        for _ in 0..depth {
+            let sb = self.blocks.pop().expect("never below genesis");
+            self.by_hash.remove(&sb.hash);
+            for tx in &sb.block.txdata[1..] {
+                self.confirmed.remove(&tx.compute_txid());
+            }
+            gone.push(sb.hash);
+            self.side.insert(sb.hash, sb);
+        }
+        for _ in 0..=depth {
+            self.mine_external();
+        }
+        gone
+    }
+
     /// `getblocktemplate`'s answer for the current tip and mempool.
     pub fn template_json(&self) -> Value {
         let height = self.height() + 1;

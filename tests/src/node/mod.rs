@@ -16,7 +16,7 @@
 //! Fault switches: [`NodeStandIn::set_down`] (HTTP 503 for everything),
 //! [`NodeStandIn::go_offline`] / [`NodeStandIn::go_online`] (connections really refused, then
 //! the same node back on the same port), [`NodeStandIn::set_malformed`],
-//! [`NodeStandIn::set_syncing`], [`NodeStandIn::mine_external_block`],
+//! [`NodeStandIn::set_syncing`], [`NodeStandIn::mine_external_block`], [`NodeStandIn::reorg`],
 //! [`NodeStandIn::set_transactions`].
 
 pub mod chain;
@@ -375,6 +375,20 @@ impl NodeStandIn {
         };
         self.shared.bump();
         hash.to_string()
+    }
+
+    /// A reorganisation of the last `depth` blocks (see [`Chain::reorg`]): they leave the main
+    /// chain (`getblockheader` gives `confirmations: -1`), `depth + 1` external blocks replace
+    /// them, longpolls return. Returns the hashes that left the main chain.
+    pub fn reorg(&self, depth: u32) -> Vec<String> {
+        let gone = {
+            let mut inner = self.shared.lock();
+            let gone = inner.chain.reorg(depth);
+            inner.stats.external_blocks += u64::from(depth) + 1;
+            gone
+        };
+        self.shared.bump();
+        gone.iter().map(|h| h.to_string()).collect()
     }
 
     /// How many transactions future templates carry (the mempool is trimmed or topped up

@@ -51,17 +51,92 @@ pub fn proxy_config_with(pools: &[SocketAddr], difficulty: f64, dir: &Path, extr
 }
 
 /// A regtest pool on 127.0.0.1:0 paying a fixed address, difficulty `difficulty` for every
-/// connection (min = initial, max = `max`), ledger in `dir`.
+/// connection (min = initial, max = `max`), ledger in `dir`. Its API listens on 127.0.0.1:0.
 pub fn cloud_config(node_url: &str, difficulty: f64, max: f64, dir: &Path) -> blgv_cloud::Config {
+    cloud_config_with(node_url, difficulty, max, dir, "", "")
+}
+
+/// [`cloud_config`] with more `[api]` keys (`api`, TOML lines) and more sections (`extra`,
+/// e.g. a `[payout]` section).
+pub fn cloud_config_with(
+    node_url: &str,
+    difficulty: f64,
+    max: f64,
+    dir: &Path,
+    api: &str,
+    extra: &str,
+) -> blgv_cloud::Config {
     let text = format!(
         "[pool]\nlisten = \"127.0.0.1:0\"\nnetwork = \"regtest\"\npayout_address = \"{PAYOUT_ADDRESS}\"\njob_refresh_secs = 30\n\
          [node]\nurl = \"{node_url}\"\nuser = \"rpc\"\npassword = \"secret\"\ntimeout_ms = 2000\n\
          [vardiff]\ninitial = {difficulty:e}\nmin = {difficulty:e}\nmax = {max:e}\ntarget_shares_per_minute = 60\nretarget_secs = 60\n\
-         [ledger]\npath = {:?}\nflush_interval_ms = 50\n",
+         [ledger]\npath = {:?}\nflush_interval_ms = 50\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n{api}\n{extra}\n",
         dir.join("cloud.db")
     );
     blgv_cloud::Config::from_toml_with_env(&text, Path::new("cloud-test.toml"), std::iter::empty())
-        .expect("test cloud config is valid")
+        .unwrap_or_else(|e| panic!("test cloud config is valid: {e}\n{text}"))
+}
+
+/// A client for the pool's HTTP API.
+pub struct ApiClient {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl ApiClient {
+    pub fn new(addr: SocketAddr, token: Option<&str>) -> ApiClient {
+        ApiClient {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// GET a path: (status, JSON body or Null).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET a path that must answer 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// POST a raw body with the client's token (if any).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, token: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token.or(self.token.as_deref()) {
+            req = req.bearer_auth(t);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string().into_bytes(), None)
+            .await
+    }
 }
 
 /// The regtest address the test pool pays (P2WPKH).
