@@ -15,19 +15,30 @@ pub struct ActiveJob {
     pub upstream_target: Target,
     /// The notify line sent to miners, serialized once for all of them.
     pub notify_line: Arc<str>,
+    /// The same with `clean_jobs` forced on, for a miner that just changed extranonce (or
+    /// missed events) and must drop what it was hashing. Also serialized once.
+    pub clean_notify_line: Arc<str>,
     /// Accepted shares' fingerprints: a repeat is a duplicate.
     seen: DuplicateFilter,
 }
 
 impl ActiveJob {
     pub fn new(job: Job, seq: u64, upstream_target: Target) -> ActiveJob {
-        let notify_line = Arc::from(blgv_stratum::line::notify(&job));
+        let notify_line: Arc<str> = Arc::from(blgv_stratum::line::notify(&job));
+        let clean_notify_line = if job.clean_jobs {
+            notify_line.clone()
+        } else {
+            let mut clean = job.clone();
+            clean.clean_jobs = true;
+            Arc::from(blgv_stratum::line::notify(&clean))
+        };
         ActiveJob {
             job,
             seq,
             received_at: Instant::now(),
             upstream_target,
             notify_line,
+            clean_notify_line,
             seen: DuplicateFilter::default(),
         }
     }
@@ -35,14 +46,6 @@ impl ActiveJob {
     /// Record a share's fingerprint; false when it was already submitted.
     pub fn first_submission(&self, fingerprint: u128) -> bool {
         self.seen.first_submission(fingerprint)
-    }
-
-    /// The notify line with `clean_jobs` forced on, for a miner that just changed extranonce and
-    /// must drop what it was hashing.
-    pub fn clean_notify_line(&self) -> String {
-        let mut job = self.job.clone();
-        job.clean_jobs = true;
-        blgv_stratum::line::notify(&job)
     }
 }
 

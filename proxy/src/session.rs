@@ -13,20 +13,24 @@ use crate::registry::MinerEntry;
 use crate::stats::bump;
 use blgv_stratum::Vardiff;
 use blgv_stratum::{
-    check_share, line, ClientRequest, CodecError, Configure, Difficulty, ErrorCode, Extranonce,
-    Frame, LineCodec, ShareRejection, ShareRules, StratumError, Submit, Target,
+    check_share, line, parse_submit_line, ClientRequest, CodecError, Configure, Difficulty,
+    ErrorCode, Extranonce, Frame, LineCodec, ShareRejection, ShareRules, StratumError, Submit,
+    Target,
 };
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::time::Instant;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Sleep;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_util::codec::FramedRead;
 
 /// A miner that does not read its socket for this long is dropped rather than buffered for.
@@ -39,8 +43,10 @@ const MAX_WORKERS_PER_CONNECTION: usize = 16;
 pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
+    // A submit line is ~150 bytes; the buffer grows when a miner pipelines, and an idle
+    // miner costs only this much (memory per idle miner is a goal of its own).
     let mut lines =
-        FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 512);
+        FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 256);
     bump(&ctx.stats.miner_connections_total);
     ctx.stats.miners_connected.fetch_add(1, Relaxed);
     if ctx.withholding.is_withheld(peer.ip(), &[]) {
@@ -49,18 +55,30 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
         tracing::debug!(%peer, "connection refused: work withheld by curtailment");
         return;
     }
-    let mut withholding = ctx.withholding.subscribe();
+    let mut withholding = WatchStream::from_changes(ctx.withholding.subscribe());
+    let mut withholding_open = true;
     // Listed for the API while the session lives.
     let registered = ctx.miners.register(peer);
     let mut session = Session::new(ctx.clone(), peer, write, registered.entry.clone());
     let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Made once: a fresh `cancelled()` per loop turn registered and unregistered a waiter on
+    // the token every time, a measurable part of each share's and each notify's CPU.
+    let shutdown = ctx.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = &mut shutdown => break,
             line = lines.next() => match line {
                 None => break,
-                Some(Ok(bytes)) => session.on_line(&bytes).await,
+                Some(Ok(bytes)) => {
+                    if !session.on_submit_line(&bytes) {
+                        // Anything but a plain submit: rare, and it may wait for a slot on a
+                        // channel. Boxed, so that waiting state is not part of every idle
+                        // miner's task (memory per miner is a goal of its own).
+                        Box::pin(session.on_line(&bytes)).await
+                    }
+                }
                 Some(Err(CodecError::LineTooLong { max })) => {
                     let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
                     session.out.push_str(&line::error(&Value::Null, &e));
@@ -76,13 +94,14 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
                 }
             }
             _ = tick.tick() => session.on_tick(),
-            changed = withholding.changed() => {
-                if changed.is_ok() && ctx.withholding.is_withheld(peer.ip(), &session.workers) {
+            changed = withholding.next(), if withholding_open => {
+                withholding_open = changed.is_some();
+                if changed.is_some() && ctx.withholding.is_withheld(peer.ip(), &session.workers) {
                     tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
                     break;
                 }
             }
-            _ = sleep_until(session.close_at) => break,
+            _ = close_deadline(&mut session.close_at) => break,
         }
         if session.flush().await.is_err() {
             break;
@@ -94,18 +113,49 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
 }
 
 async fn next_event(
-    rx: &mut Option<broadcast::Receiver<ChannelEvent>>,
+    rx: &mut Option<BroadcastStream<ChannelEvent>>,
 ) -> Result<ChannelEvent, RecvError> {
     match rx {
-        Some(rx) => rx.recv().await,
+        Some(rx) => match rx.next().await {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(BroadcastStreamRecvError::Lagged(n))) => Err(RecvError::Lagged(n)),
+            None => Err(RecvError::Closed),
+        },
         None => std::future::pending().await,
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+async fn close_deadline(close: &mut Option<Pin<Box<Sleep>>>) {
+    match close {
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Writes what the socket takes right now, without a timer or a future. Returns how much was
+/// written; less than all when the miner's receive window is full.
+fn write_now(writer: &OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<usize> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match writer.try_write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(bytes.len() - rest.len())
+}
+
+/// The slow path of a write: the miner is not reading fast enough. Wait for room, but a miner
+/// that does not read for [`WRITE_TIMEOUT`] is dropped rather than buffered for.
+async fn write_slowly(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "miner stopped reading",
+        )),
     }
 }
 
@@ -114,10 +164,16 @@ struct Session {
     peer: SocketAddr,
     writer: OwnedWriteHalf,
     out: String,
+    /// A notify line shared by every miner of the channel, written after `out` without copying
+    /// it per miner. Set only when `out` is empty and nothing follows it in the same loop turn,
+    /// so writing `out` then this keeps the wire order.
+    shared_line: Option<Arc<str>>,
     slot: Option<Slot>,
     /// The link this miner's extranonce1 belongs to.
     link: Option<Arc<Link>>,
-    events: Option<broadcast::Receiver<ChannelEvent>>,
+    /// The channel's events. A stream rather than a bare receiver: its pending `recv` lives
+    /// across loop turns instead of being made and dropped on each one.
+    events: Option<BroadcastStream<ChannelEvent>>,
     extranonce1: Extranonce,
     extranonce2_size: usize,
     subscribed: bool,
@@ -138,7 +194,9 @@ struct Session {
     /// Sequence number of the newest job sent on the current link: a job event can repeat (or
     /// trail) what was sent at authorize, and miners must not get old work after new.
     last_job_seq: u64,
-    close_at: Option<Instant>,
+    /// When set, the session ends at this deadline (after asking the miner to reconnect).
+    /// Boxed: most sessions never have one, and a timer inline would be in every task.
+    close_at: Option<Pin<Box<Sleep>>>,
     /// This miner's entry in the registry (API, dashboard, metrics).
     me: Arc<MinerEntry>,
 }
@@ -157,6 +215,7 @@ impl Session {
             peer,
             writer,
             out: String::new(),
+            shared_line: None,
             slot: None,
             link: None,
             events: None,
@@ -178,22 +237,33 @@ impl Session {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let result =
-            tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(self.out.as_bytes())).await;
+        let shared = self.shared_line.take();
+        let result = self.write_all_now_or_slowly(shared.as_deref()).await;
         self.out.clear();
-        if self.out.capacity() > 16 * 1024 {
-            self.out.shrink_to(1024);
+        // Replies are short; a big batch (the first clean job, a reconnect) must not stay
+        // allocated for the life of an idle miner.
+        if self.out.capacity() > 512 {
+            self.out = String::new();
         }
-        match result {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "miner stopped reading",
-            )),
+        result
+    }
+
+    /// `out`, then the shared line. Nearly always the socket has room and this is one
+    /// `try_write` per buffer; the timed, boxed path runs only for a miner that is behind.
+    async fn write_all_now_or_slowly(&mut self, shared: Option<&str>) -> std::io::Result<()> {
+        let out = self.out.as_bytes();
+        let n = write_now(&self.writer, out)?;
+        if n < out.len() {
+            let mut rest = out[n..].to_vec();
+            rest.extend_from_slice(shared.unwrap_or("").as_bytes());
+            return Box::pin(write_slowly(&mut self.writer, &rest)).await;
         }
+        let Some(line) = shared else { return Ok(()) };
+        let m = write_now(&self.writer, line.as_bytes())?;
+        if m < line.len() {
+            return Box::pin(write_slowly(&mut self.writer, &line.as_bytes()[m..])).await;
+        }
+        Ok(())
     }
 
     fn reply_ok(&mut self, id: &Value, result: Value) {
@@ -203,6 +273,18 @@ impl Session {
     fn reply_err(&mut self, id: &Value, code: ErrorCode, message: impl Into<String>) {
         self.out
             .push_str(&line::error(id, &StratumError::new(code, message)));
+    }
+
+    /// Nearly every line is a submit: read it without a JSON tree when it is a plain one.
+    /// False when the line needs the general parser ([`Session::on_line`]).
+    fn on_submit_line(&mut self, bytes: &[u8]) -> bool {
+        match parse_submit_line(bytes) {
+            Some((id, submit)) => {
+                self.on_submit(&id, submit);
+                true
+            }
+            None => false,
+        }
     }
 
     async fn on_line(&mut self, bytes: &[u8]) {
@@ -254,7 +336,7 @@ impl Session {
         let Ok((slot, assigned)) = self.ctx.assign_slot().await else {
             return false;
         };
-        self.events = Some(slot.channel.events());
+        self.events = Some(BroadcastStream::new(slot.channel.events()));
         let link = slot.channel.link().unwrap_or(assigned);
         self.slot = Some(slot);
         self.use_link(link);
@@ -317,7 +399,7 @@ impl Session {
                 "work withheld: the site is curtailing this miner and its firmware did not \
                  pause it; it gets work again when the curtailment ends",
             );
-            self.close_at = Some(Instant::now() + RECONNECT_GRACE);
+            self.close_at = Some(Box::pin(tokio::time::sleep(RECONNECT_GRACE)));
             return;
         }
         self.reply_ok(id, Value::Bool(true));
@@ -389,7 +471,7 @@ impl Session {
         self.out.push_str(&line::set_difficulty(d));
         if let Some(job) = self.link.as_ref().and_then(|l| l.latest_job()) {
             self.last_job_seq = job.seq;
-            self.out.push_str(&job.clean_notify_line());
+            self.out.push_str(&job.clean_notify_line);
         }
     }
 
@@ -434,10 +516,15 @@ impl Session {
             Ok(ChannelEvent::Job(job)) => {
                 if self.working && job.seq > self.last_job_seq {
                     self.last_job_seq = job.seq;
-                    if std::mem::take(&mut self.needs_clean_job) {
-                        self.out.push_str(&job.clean_notify_line());
+                    let line = if std::mem::take(&mut self.needs_clean_job) {
+                        &job.clean_notify_line
                     } else {
-                        self.out.push_str(&job.notify_line);
+                        &job.notify_line
+                    };
+                    if self.out.is_empty() {
+                        self.shared_line = Some(line.clone());
+                    } else {
+                        self.out.push_str(line);
                     }
                 }
             }
@@ -468,7 +555,7 @@ impl Session {
                     Some(link) if self.working => {
                         if let Some(job) = link.latest_job() {
                             self.last_job_seq = job.seq;
-                            self.out.push_str(&job.clean_notify_line());
+                            self.out.push_str(&job.clean_notify_line);
                         }
                     }
                     _ => {}
@@ -522,7 +609,7 @@ impl Session {
             match self.link.as_ref().and_then(|l| l.latest_job()) {
                 Some(job) => {
                     self.last_job_seq = job.seq;
-                    self.out.push_str(&job.clean_notify_line());
+                    self.out.push_str(&job.clean_notify_line);
                 }
                 None => self.needs_clean_job = true,
             }
@@ -531,7 +618,7 @@ impl Session {
 
     fn ask_to_reconnect(&mut self) {
         self.out.push_str(&line::reconnect());
-        self.close_at = Some(Instant::now() + RECONNECT_GRACE);
+        self.close_at = Some(Box::pin(tokio::time::sleep(RECONNECT_GRACE)));
         self.working = false;
     }
 
@@ -623,7 +710,7 @@ impl Session {
     }
 
     fn accept(&mut self, id: &Value, mut submit: Submit, a: Accepted) {
-        self.reply_ok(id, Value::Bool(true));
+        line::push_ok_true(&mut self.out, id);
         let stats = &self.ctx.stats;
         bump(&stats.shares_accepted);
         self.me.on_accepted(a.credited.as_f64());

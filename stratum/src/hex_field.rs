@@ -19,11 +19,16 @@ pub(crate) fn parse_hash32(v: &Value, field: &'static str) -> Result<[u8; 32], P
 
 /// A big-endian u32 written as exactly 8 hex digits (version, nbits, ntime, nonce).
 pub(crate) fn parse_u32_hex(v: &Value, field: &'static str) -> Result<u32, ParamError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| ParamError::invalid(field, "8 hex digits"))?;
-    if s.len() != 8 {
-        return Err(ParamError::invalid(field, "8 hex digits"));
+    v.as_str()
+        .and_then(u32_from_hex8)
+        .ok_or_else(|| ParamError::invalid(field, "8 hex digits"))
+}
+
+/// The text form of [`parse_u32_hex`], shared with the submit fast path so both accept exactly
+/// the same inputs.
+pub(crate) fn u32_from_hex8(s: &str) -> Option<u32> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
     }
-    u32::from_str_radix(s, 16).map_err(|_| ParamError::invalid(field, "8 hex digits"))
+    u32::from_str_radix(s, 16).ok()
 }

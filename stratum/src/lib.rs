@@ -9,6 +9,7 @@ mod job;
 pub mod message;
 mod recent_jobs;
 mod share;
+mod submit_fast;
 mod target;
 pub mod vardiff;
 
@@ -22,5 +23,6 @@ pub use message::{
 };
 pub use recent_jobs::{DuplicateFilter, RecentJobs, JOBS_KEPT};
 pub use share::{check_share, hash_difficulty, CheckedShare, ShareRejection, ShareRules};
+pub use submit_fast::parse_submit_line;
 pub use target::{Difficulty, InvalidDifficulty, Target};
 pub use vardiff::{Vardiff, VardiffRules};
