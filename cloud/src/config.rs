@@ -24,6 +24,9 @@ pub struct Config {
     /// The REST + WebSocket API, metrics and dashboard.
     #[serde(default)]
     pub api: ApiSection,
+    /// Energy reports from the sites: their tokens and the grid regions' carbon factors.
+    #[serde(default)]
+    pub energy: crate::energy::EnergySection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,7 +413,7 @@ impl Validate for Config {
                 "give the API its own port, e.g. 127.0.0.1:8080",
             ));
         }
-        Ok(())
+        self.energy.validate()
     }
 }
 
@@ -489,6 +492,10 @@ password = "p"
             (
                 format!("{REGTEST}[payout]\nprocess_interval_secs = 0"),
                 "`payout.process_interval_secs`",
+            ),
+            (
+                format!("{REGTEST}[[energy.sites]]\nid = \"s1\"\ntoken = \"short\""),
+                "`energy.sites[0].token`",
             ),
             (
                 REGTEST.replace("[node]", "extranonce2_size = 1\n[node]"),

@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod coinbase;
 pub mod config;
 pub mod context;
+pub mod energy;
 pub mod job;
 pub mod job_feed;
 pub mod ledger;

@@ -44,6 +44,9 @@ pub struct Config {
     /// The operator's HTTP listener: status API, metrics, dashboard.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Energy reports to the pool (sources, meters, where to send); see `energy`.
+    #[serde(default)]
+    pub energy: Option<crate::energy::EnergySection>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -405,7 +408,8 @@ impl Validate for Config {
                 "use at least 100 (default 2000)",
             ));
         }
-        crate::site_config::validate(&self.meters, &self.grid, &self.curtailment, &self.miners)
+        crate::site_config::validate(&self.meters, &self.grid, &self.curtailment, &self.miners)?;
+        crate::energy::config::validate(&self.energy, &self.meters)
     }
 }
 

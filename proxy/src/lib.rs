@@ -11,6 +11,7 @@ pub mod api;
 pub mod channel;
 pub mod config;
 pub mod context;
+pub mod energy;
 pub mod extranonce_layout;
 pub mod jobs;
 pub mod ledger;
@@ -52,6 +53,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Grid(#[from] site_power::GridStartError),
+    #[error(transparent)]
+    Energy(#[from] energy::EnergyStartError),
 }
 
 /// A running proxy.
@@ -61,6 +64,7 @@ pub struct ProxyHandle {
     power: Arc<site_power::SitePower>,
     api_addr: Option<SocketAddr>,
     ledger_task: tokio::task::JoinHandle<()>,
+    energy: Option<Arc<energy::EnergyHandle>>,
 }
 
 impl ProxyHandle {
@@ -91,6 +95,12 @@ impl ProxyHandle {
     /// The meters, grid link and curtailment loop.
     pub fn site_power(&self) -> &site_power::SitePower {
         &self.power
+    }
+
+    /// The energy reports to the pool (built, sent, queued), when `[energy]` is configured.
+    /// Counts the outbox's rows (a short SQLite read).
+    pub fn energy_status(&self) -> Option<energy::EnergyStatus> {
+        self.energy.as_ref().map(|e| e.status())
     }
 
     /// Miners whose work curtailment withholds right now (its last resort).
@@ -152,6 +162,13 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         ctx.withholding.clone(),
         shutdown.clone(),
     )?);
+    let energy = match energy::start(&config, &power, &ctx.tasks, shutdown.clone()).await {
+        Ok(e) => e.map(Arc::new),
+        Err(e) => {
+            shutdown.cancel(); // the meters and grid link just started stop again
+            return Err(e.into());
+        }
+    };
     let api_addr = if config.api.enabled {
         let addr = config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -160,7 +177,7 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         let bound = listener
             .local_addr()
             .map_err(|source| StartError::ApiListen { addr, source })?;
-        let state = api::ApiState::new(ctx.clone(), power.clone());
+        let state = api::ApiState::new(ctx.clone(), power.clone(), energy.clone());
         ctx.tasks.spawn(api::serve(listener, state));
         tracing::info!(api = %bound, "status API, metrics and dashboard listening");
         Some(bound)
@@ -175,5 +192,6 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         power,
         api_addr,
         ledger_task,
+        energy,
     })
 }

@@ -8,6 +8,7 @@
 //! `{"error": "...", "field": "..."}` naming the field at fault when there is one.
 
 pub mod dashboard;
+pub mod energy;
 pub mod health;
 pub mod metrics;
 pub mod miners;
@@ -59,6 +60,8 @@ pub struct ApiState {
     /// Pool hashrate (H/s) over 10 min, 1 h and 24 h at the last sample, for `/metrics`.
     pub(crate) hashrate_cell: Arc<Mutex<Option<[f64; 3]>>>,
     pub registry: prometheus_client::registry::Registry,
+    /// The sites' energy reports (their own connection: the one writer of those tables).
+    pub energy: Arc<crate::energy::EnergyStore>,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -86,6 +89,7 @@ pub struct ApiParts {
 impl ApiState {
     pub fn new(parts: ApiParts, db: Connection) -> Result<Shared, rusqlite::Error> {
         db.execute_batch(SCHEMA)?;
+        let energy = Arc::new(crate::energy::EnergyStore::open(&parts.config.ledger.path)?);
         let ApiParts {
             config,
             network,
@@ -113,6 +117,7 @@ impl ApiState {
             last_update: Mutex::new(None),
             hashrate_cell: Arc::new(Mutex::new(None)),
             registry: prometheus_client::registry::Registry::with_prefix("blgv_cloud"),
+            energy,
         };
         metrics::register(&mut state);
         Ok(Arc::new(state))
@@ -353,11 +358,37 @@ pub fn router(state: Shared) -> Router {
         .route("/api/payouts/request", post(payouts::request))
         .route("/api/payouts/{id}/sent", post(payouts::sent))
         .route("/api/payouts/{id}/cancel", post(payouts::cancel))
+        .route("/api/energy/report", post(energy::post_report))
+        .route("/api/energy/sources", get(energy::sources))
+        .route("/api/carbon/footprint", get(energy::footprint))
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        // Outside the limit, so its own 413 gets the JSON error shape too.
+        .layer(axum::middleware::map_response(move |r: Response| {
+            json_payload_too_large(r, max_body)
+        }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The body limit answers 413 with an empty body: give it the API's JSON error shape.
+async fn json_payload_too_large(r: Response, max_body: usize) -> Response {
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || r.headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.to_str().is_ok_and(|t| t.starts_with("application/json")))
+    {
+        return r;
+    }
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!(
+            "body: the request body is larger than {max_body} bytes (api.max_body_bytes)"
+        ),
+        field: Some("body".into()),
+    }
+    .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -403,6 +434,9 @@ pub const ROUTES: &[&str] = &[
     "/api/payouts/request",
     "/api/payouts/{id}/sent",
     "/api/payouts/{id}/cancel",
+    "/api/energy/report",
+    "/api/energy/sources",
+    "/api/carbon/footprint",
 ];
 
 #[cfg(test)]

@@ -31,6 +31,12 @@ pub const METRIC_NAMES: &[&str] = &[
     "blgv_proxy_miners_withheld",
 ];
 
+/// Exported only when `[energy]` is configured.
+pub const ENERGY_METRIC_NAMES: &[&str] = &[
+    "blgv_proxy_energy_reports_total",
+    "blgv_proxy_energy_outbox_reports",
+];
+
 /// Holds the state weakly: the state owns the registry that owns this collector.
 pub struct ProxyCollector(pub Weak<ApiState>);
 
@@ -251,6 +257,27 @@ impl Collector for ProxyCollector {
             "Miners whose work is withheld (curtailment's last resort)",
             &[(vec![], s.ctx.withholding.withheld().len() as f64)],
         )?;
+        if let Some(energy) = &s.energy {
+            let st = energy.status();
+            counter(
+                &mut e,
+                "blgv_proxy_energy_reports",
+                "Energy reports: built from measurements, gap (proxy not running), sent (acknowledged by the pool), duplicate (the pool had it), refused",
+                &[
+                    (vec![("result", "built".into())], st.built),
+                    (vec![("result", "gap".into())], st.gaps),
+                    (vec![("result", "sent".into())], st.sent),
+                    (vec![("result", "duplicate".into())], st.duplicates),
+                    (vec![("result", "refused".into())], st.refused),
+                ],
+            )?;
+            gauge(
+                &mut e,
+                "blgv_proxy_energy_outbox_reports",
+                "Energy reports waiting in the outbox for the pool's acknowledgement",
+                &[(vec![], st.queued as f64)],
+            )?;
+        }
         Ok(())
     }
 }

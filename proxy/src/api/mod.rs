@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod views;
 
 use crate::context::ProxyContext;
+use crate::energy::EnergyHandle;
 use crate::site_power::SitePower;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -33,6 +34,8 @@ const SAMPLES_KEPT: usize = 720;
 pub struct ApiState {
     pub ctx: Arc<ProxyContext>,
     pub power: Arc<SitePower>,
+    /// The energy reports to the pool, when `[energy]` is configured.
+    pub energy: Option<Arc<EnergyHandle>>,
     pub started: Instant,
     history: Mutex<VecDeque<Sample>>,
     metrics: Mutex<Option<prometheus_client::registry::Registry>>,
@@ -48,10 +51,15 @@ pub struct Sample {
 }
 
 impl ApiState {
-    pub fn new(ctx: Arc<ProxyContext>, power: Arc<SitePower>) -> Arc<ApiState> {
+    pub fn new(
+        ctx: Arc<ProxyContext>,
+        power: Arc<SitePower>,
+        energy: Option<Arc<EnergyHandle>>,
+    ) -> Arc<ApiState> {
         let state = Arc::new(ApiState {
             ctx,
             power,
+            energy,
             started: Instant::now(),
             history: Mutex::new(VecDeque::new()),
             metrics: Mutex::new(None),
@@ -104,6 +112,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/upstreams/auto", post(automatic_upstream))
         .route("/api/power", get(power))
         .route("/api/curtailment", get(curtailment))
+        .route("/api/energy", get(energy))
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics_text))
@@ -194,6 +203,17 @@ async fn power(State(s): Shared) -> Response {
 
 async fn curtailment(State(s): Shared) -> Response {
     Json(views::curtailment(&s)).into_response()
+}
+
+/// The energy reports: built, sent, queued in the outbox, the last send error.
+async fn energy(State(s): Shared) -> Response {
+    match &s.energy {
+        Some(e) => Json(e.status()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "energy reports are off; add an [energy] section (see deploy/config/proxy.example.toml)",
+        ),
+    }
 }
 
 async fn history(State(s): Shared) -> Response {

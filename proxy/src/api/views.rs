@@ -32,6 +32,9 @@ pub struct Status {
     pub upstream_rejected: u64,
     pub site_power_kw: Option<f64>,
     pub curtailment_limit_kw: Option<f64>,
+    /// The energy reports to the pool (absent without `[energy]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy: Option<crate::energy::EnergyStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,7 @@ pub fn status(s: &ApiState) -> Status {
         upstream_rejected: st.upstream_rejected,
         site_power_kw: site_power_kw(s),
         curtailment_limit_kw: s.power.curtailment_status().and_then(|c| c.limit_kw),
+        energy: s.energy.as_ref().map(|e| e.status()),
     }
 }
 
