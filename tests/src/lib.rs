@@ -10,6 +10,7 @@
 
 pub mod asic;
 pub mod browser;
+pub mod demo;
 pub mod grafana;
 pub mod jsonrpc;
 pub mod line_reader;
