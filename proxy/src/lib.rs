@@ -16,6 +16,7 @@ pub mod extranonce_layout;
 pub mod jobs;
 pub mod ledger;
 pub mod link;
+pub mod open_files;
 pub mod registry;
 pub mod router;
 pub mod server;

@@ -88,6 +88,22 @@ fn main() -> ExitCode {
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    match blgv_proxy::open_files::raise_to_hard_limit() {
+        Ok(f) if f.miners() < 4096 => tracing::warn!(
+            open_files = f.now,
+            "open-files limit {} leaves room for about {} miners; fix: raise the hard limit (LimitNOFILE= in the systemd unit, or `ulimit -Hn` / limits.conf)",
+            f.now,
+            f.miners()
+        ),
+        Ok(f) => tracing::info!(
+            open_files = f.now,
+            raised_from = f.was,
+            "open-files limit {} (room for about {} miners)",
+            f.now,
+            f.miners()
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit; miners beyond it are refused"),
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let proxy = blgv_proxy::start(config).await?;
