@@ -327,3 +327,65 @@ pub fn site_meter<'a>(
         None => meters.iter().find(|m| m.role == MeterRole::SiteTotal),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blgv_sensors::meter::{Preset, Transport};
+
+    fn site_meter() -> Vec<MeterConfig> {
+        vec![MeterConfig::new(
+            "site",
+            MeterRole::SiteTotal,
+            Transport::Tcp("127.0.0.1:502".into()),
+            Preset::Sdm630,
+        )]
+    }
+
+    fn miner(firmware: &str, extra: &str) -> SiteMiner {
+        toml::from_str(&format!(
+            "firmware = {firmware:?}\naddress = \"10.0.0.2\"\nnominal_w = 3250\n\
+             efficiency_j_per_th = 21.5\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn check(c: &CurtailmentSection, miners: &[SiteMiner]) -> Result<(), ConfigError> {
+        validate(&site_meter(), &GridSection::default(), c, miners)
+    }
+
+    #[test]
+    fn min_power_w_is_checked_against_the_firmware_and_the_miner_powers() {
+        let c = CurtailmentSection::default();
+        assert!(check(&c, &[miner("braiins_os", "min_power_w = 1500")]).is_ok());
+        assert!(check(&c, &[miner("lux_os", "")]).is_ok());
+        let e = check(&c, &[miner("cgminer", "min_power_w = 1500")]).unwrap_err();
+        assert_eq!(e.key, "miners[0].min_power_w");
+        assert!(e.fix.contains("remove min_power_w"), "{e:?}");
+        for bad in ["3250", "4000", "10", "-1", "nan"] {
+            let e = check(&c, &[miner("braiins_os", &format!("min_power_w = {bad}"))]).unwrap_err();
+            assert_eq!(e.key, "miners[0].min_power_w", "{bad}");
+        }
+    }
+
+    #[test]
+    fn learn_weight_must_be_a_weight() {
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let c = CurtailmentSection {
+                learn_weight: bad,
+                ..Default::default()
+            };
+            assert_eq!(
+                check(&c, &[]).unwrap_err().key,
+                "curtailment.learn_weight",
+                "{bad}"
+            );
+        }
+        let c = CurtailmentSection {
+            learn_weight: 1.0,
+            learn_min_samples: 0,
+            ..Default::default()
+        };
+        assert!(check(&c, &[]).is_ok());
+    }
+}

@@ -48,9 +48,12 @@ pub struct LoopConfig {
     pub hashrate: Option<HashrateSource>,
 }
 
-/// A miner's hash rate in TH/s by its id (the proxy reads its worker's share rate).
+/// A miner's hash rate in TH/s by its id, `None` when unknown.
+pub type HashrateFn = dyn Fn(&str) -> Option<f64> + Send + Sync;
+
+/// Where the loop reads hash rates (the proxy reads its workers' share rates).
 #[derive(Clone)]
-pub struct HashrateSource(pub Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>);
+pub struct HashrateSource(pub Arc<HashrateFn>);
 
 impl std::fmt::Debug for HashrateSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
