@@ -161,6 +161,7 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
     let power = Arc::new(site_power::start(
         &config,
         ctx.withholding.clone(),
+        ctx.miners.clone(),
         shutdown.clone(),
     )?);
     let energy = match energy::start(&config, &power, &ctx.tasks, shutdown.clone()).await {

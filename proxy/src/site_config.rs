@@ -68,11 +68,17 @@ pub struct CurtailmentSection {
     /// The `id` of the meter that measures the whole site; default: the meter with
     /// `role = "site_total"`.
     pub meter: Option<String>,
+    /// Weight of the newest clean meter step in each miner's learned power (0 < w ≤ 1).
+    pub learn_weight: f64,
+    /// Clean meter steps before a miner's learned power (and J/TH) replaces `nominal_w` (and
+    /// `efficiency_j_per_th`); 0 = learn and show, never use.
+    pub learn_min_samples: u32,
 }
 
 impl Default for CurtailmentSection {
     fn default() -> Self {
         let c = ControllerConfig::default();
+        let l = LoopConfig::default();
         CurtailmentSection {
             margin_kw: c.margin_kw,
             hysteresis_kw: c.hysteresis_kw,
@@ -84,6 +90,8 @@ impl Default for CurtailmentSection {
             command_timeout_ms: 5_000,
             withhold_work_as_last_resort: true,
             meter: None,
+            learn_weight: l.learn_weight,
+            learn_min_samples: l.learn_min_samples,
         }
     }
 }
@@ -101,6 +109,9 @@ impl CurtailmentSection {
             tick: Duration::from_millis(self.tick_ms),
             report_interval: Duration::from_secs(self.report_interval_secs),
             command_timeout: Duration::from_millis(self.command_timeout_ms),
+            learn_weight: self.learn_weight,
+            learn_min_samples: self.learn_min_samples,
+            hashrate: None,
         }
     }
 }
@@ -136,6 +147,11 @@ pub struct SiteMiner {
     /// Among equally efficient miners, higher priority keeps hashing longer.
     #[serde(default)]
     pub priority: i32,
+    /// The lowest power target (watts) its firmware accepts. Set it to let the controller
+    /// power-limit this miner instead of pausing it; absent: it is only ever paused. Not for
+    /// `cgminer` (no power targets).
+    #[serde(default)]
+    pub min_power_w: Option<f64>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -207,6 +223,13 @@ pub fn validate(
             "use kilowatts per step, e.g. 20.0",
         ));
     }
+    if !(c.learn_weight.is_finite() && c.learn_weight > 0.0 && c.learn_weight <= 1.0) {
+        return Err(ConfigError::new(
+            "curtailment.learn_weight",
+            format!("{} is not in (0, 1]", c.learn_weight),
+            "use the weight of the newest sample, e.g. 0.3",
+        ));
+    }
     for (key, value) in [
         ("curtailment.tick_ms", c.tick_ms),
         ("curtailment.report_interval_secs", c.report_interval_secs),
@@ -261,6 +284,26 @@ pub fn validate(
                 "set the miner's joules per terahash, e.g. 21.5",
             ));
         }
+        if let Some(min) = m.min_power_w {
+            if m.firmware == FirmwareKind::Cgminer {
+                return Err(ConfigError::new(
+                    key("min_power_w"),
+                    "cgminer/bmminer firmware cannot take a power target",
+                    "remove min_power_w from this miner (it will be paused instead)",
+                ));
+            }
+            if !(min.is_finite() && min >= m.idle_w() && min < m.nominal_w) {
+                return Err(ConfigError::new(
+                    key("min_power_w"),
+                    format!(
+                        "{min} is not between idle_w ({}) and nominal_w ({})",
+                        m.idle_w(),
+                        m.nominal_w
+                    ),
+                    "set the lowest power target the firmware accepts, e.g. 1500 (or remove it)",
+                ));
+            }
+        }
         let id = m.id();
         if let Some(j) = seen.iter().position(|s| *s == id) {
             return Err(ConfigError::new(
@@ -282,5 +325,67 @@ pub fn site_meter<'a>(
     match &curtailment.meter {
         Some(id) => meters.iter().find(|m| &m.id == id),
         None => meters.iter().find(|m| m.role == MeterRole::SiteTotal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blgv_sensors::meter::{Preset, Transport};
+
+    fn site_meter() -> Vec<MeterConfig> {
+        vec![MeterConfig::new(
+            "site",
+            MeterRole::SiteTotal,
+            Transport::Tcp("127.0.0.1:502".into()),
+            Preset::Sdm630,
+        )]
+    }
+
+    fn miner(firmware: &str, extra: &str) -> SiteMiner {
+        toml::from_str(&format!(
+            "firmware = {firmware:?}\naddress = \"10.0.0.2\"\nnominal_w = 3250\n\
+             efficiency_j_per_th = 21.5\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn check(c: &CurtailmentSection, miners: &[SiteMiner]) -> Result<(), ConfigError> {
+        validate(&site_meter(), &GridSection::default(), c, miners)
+    }
+
+    #[test]
+    fn min_power_w_is_checked_against_the_firmware_and_the_miner_powers() {
+        let c = CurtailmentSection::default();
+        assert!(check(&c, &[miner("braiins_os", "min_power_w = 1500")]).is_ok());
+        assert!(check(&c, &[miner("lux_os", "")]).is_ok());
+        let e = check(&c, &[miner("cgminer", "min_power_w = 1500")]).unwrap_err();
+        assert_eq!(e.key, "miners[0].min_power_w");
+        assert!(e.fix.contains("remove min_power_w"), "{e:?}");
+        for bad in ["3250", "4000", "10", "-1", "nan"] {
+            let e = check(&c, &[miner("braiins_os", &format!("min_power_w = {bad}"))]).unwrap_err();
+            assert_eq!(e.key, "miners[0].min_power_w", "{bad}");
+        }
+    }
+
+    #[test]
+    fn learn_weight_must_be_a_weight() {
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let c = CurtailmentSection {
+                learn_weight: bad,
+                ..Default::default()
+            };
+            assert_eq!(
+                check(&c, &[]).unwrap_err().key,
+                "curtailment.learn_weight",
+                "{bad}"
+            );
+        }
+        let c = CurtailmentSection {
+            learn_weight: 1.0,
+            learn_min_samples: 0,
+            ..Default::default()
+        };
+        assert!(check(&c, &[]).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 //! as the last resort).
 
 use crate::config::Config;
+use crate::registry::MinerRegistry;
 use crate::site_config::site_meter;
 use crate::withhold::{MinerSelector, WithholdWork, Withholding};
 use blgv_sensors::control::{connect_shared, MinerControl, WithLastResort};
@@ -40,6 +41,7 @@ pub struct GridStartError(#[from] mqtt::GridError);
 pub fn start(
     config: &Config,
     withholding: Arc<Withholding>,
+    registry: Arc<MinerRegistry>,
     shutdown: CancellationToken,
 ) -> Result<SitePower, GridStartError> {
     let meters: Vec<MeterHandle> = config
@@ -105,6 +107,7 @@ pub fn start(
                     idle_w: m.idle_w(),
                     efficiency_j_per_th: m.efficiency_j_per_th,
                     priority: m.priority,
+                    min_power_w: m.min_power_w,
                     state: PowerState::Running,
                 },
                 control,
@@ -130,8 +133,10 @@ pub fn start(
         meter = %site.id(),
         "curtailment loop started"
     );
+    let mut loop_config = config.curtailment.loop_config();
+    loop_config.hashrate = Some(hashrate_source(config, registry));
     power.curtailment = Some(curtailment::spawn(
-        config.curtailment.loop_config(),
+        loop_config,
         managed,
         site.clone(),
         signal,
@@ -139,4 +144,27 @@ pub fn start(
         shutdown,
     ));
     Ok(power)
+}
+
+/// Each site miner's hash rate (TH/s) from its Stratum worker's accepted shares, over the 15-min
+/// window: the learner asks at the moment a command leaves full power, and a longer window is
+/// the miner's full-power rate, not the noise of the last few shares. Miners without a `worker`
+/// (or not connected) have none, and their J/TH is derived from learned watts instead.
+fn hashrate_source(config: &Config, registry: Arc<MinerRegistry>) -> curtailment::HashrateSource {
+    let workers: Vec<(String, String)> = config
+        .miners
+        .iter()
+        .filter_map(|m| m.worker.clone().map(|w| (m.id(), w)))
+        .collect();
+    curtailment::HashrateSource(Arc::new(move |id: &str| {
+        let (_, worker) = workers.iter().find(|(i, _)| i == id)?;
+        let now = std::time::Instant::now();
+        let hs: f64 = registry
+            .all()
+            .iter()
+            .filter(|e| e.workers().iter().any(|w| &**w == worker.as_str()))
+            .map(|e| e.hashrates(now)[1])
+            .sum();
+        (hs > 0.0).then_some(hs / 1e12)
+    }))
 }

@@ -1,17 +1,29 @@
 //! The power controller: a pure decision function.
 //!
 //! Inputs: the site's measured power (or nothing, when the meter is blind), the active limit,
-//! and every managed miner's nominal and idle power, efficiency and priority. Output: which
-//! miners to pause and which to resume, now. Policy:
-//! - Over the limit: pause running miners, least efficient (highest J/TH) first, then lowest
-//!   priority, until the estimate is under `limit − margin`. Shedding is never ramped: the grid
-//!   wants compliance within seconds. The next decision (with a new reading) sheds more if the
-//!   site is still over.
-//! - Under `limit − margin − hysteresis`: resume paused miners, most efficient first, at most
-//!   `restore_step_kw` per `restore_interval`, and only what fits under the band's middle.
-//! - No active signal (ended or expired): resume in the same ramped steps until none is paused.
-//! - Blind meter during a signal: fail safe. Never resume; if the estimate from nominal powers is
-//!   over the limit, shed by estimate.
+//! and every managed miner's nominal and idle power, efficiency, priority and (when its firmware
+//! takes a power target) the lowest target it accepts. Output: which miners to pause, which to
+//! power-limit (and to how many watts), which to resume or raise, now. Policy:
+//! - Over the limit: shed `site − (limit − margin)`, taking watts from the least efficient miners
+//!   first (highest J/TH, then lowest priority). A miner whose firmware takes a power target is
+//!   limited down toward its `min_power_w` when that covers what is left to shed (the last one
+//!   only as far as needed); otherwise it is paused. When pausing the next miner would shed more
+//!   than needed, the controller compares, in hashes lost (see [`MinerInfo::hashes_per_watt`]):
+//!   (a) pausing it, (b) limiting it to its minimum and covering the rest from the next miners,
+//!   (c) leaving it and covering everything with power limits on the next miners; and takes the
+//!   cheapest. So a miner is never paused while a less efficient one still runs above its
+//!   minimum. Shedding is never ramped: the grid wants compliance within seconds. The next
+//!   decision (with a new reading) sheds more if the site is still over; a limit that cannot be
+//!   reached in time shows as "still over" and sheds by pausing.
+//! - Under `limit − margin − hysteresis`: restore, most efficient first, at most
+//!   `restore_step_kw` per `restore_interval`, and only what fits under the band's middle: a
+//!   paused miner is resumed whole, a limited miner's target is raised (partly, when that is all
+//!   the step or the band allows) until it is back at nominal ([`Action::Limit`] with
+//!   `watts ≥ nominal_w` lifts the limit).
+//! - No active signal (ended or expired): restore in the same ramped steps until every miner
+//!   runs at nominal.
+//! - Blind meter during a signal: fail safe. Never restore; if the estimate from the miners'
+//!   powers is over the limit, shed by estimate.
 //!
 //! Being pure (time passed in), it is tested over recorded scenarios without sleeping.
 
@@ -22,6 +34,20 @@ pub enum PowerState {
     Running,
     /// Paused by this controller (miners paused by an operator are not handed to it).
     Paused,
+    /// Hashing under a power target of this many watts, set by this controller.
+    Limited(u32),
+}
+
+impl PowerState {
+    /// The state a miner of `nominal_w` is in once its firmware took a target of `watts`: a
+    /// target at or above nominal is no limit.
+    pub fn after_limit(nominal_w: f64, watts: u32) -> PowerState {
+        if f64::from(watts) >= nominal_w {
+            PowerState::Running
+        } else {
+            PowerState::Limited(watts)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -35,12 +61,38 @@ pub struct MinerInfo {
     pub efficiency_j_per_th: f64,
     /// Higher priority is kept running longer among equally efficient miners.
     pub priority: i32,
+    /// The lowest power target its firmware accepts; `None`: it cannot be power-limited (no
+    /// such firmware feature, not configured, or a limit command failed during this signal).
+    pub min_power_w: Option<f64>,
     pub state: PowerState,
 }
 
 impl MinerInfo {
-    fn saving_w(&self) -> f64 {
-        (self.nominal_w - self.idle_w).max(0.0)
+    /// What it draws now, by the model (nominal, idle, or its power target).
+    pub fn draw_w(&self) -> f64 {
+        match self.state {
+            PowerState::Running => self.nominal_w,
+            PowerState::Paused => self.idle_w,
+            PowerState::Limited(w) => f64::from(w).clamp(self.idle_w, self.nominal_w),
+        }
+    }
+
+    /// The lowest whole-watt target to send, when it can be limited at all below nominal.
+    fn floor_w(&self) -> Option<f64> {
+        let floor = self.min_power_w?.ceil().max(self.idle_w.ceil());
+        (floor.is_finite() && floor < self.nominal_w).then_some(floor)
+    }
+
+    /// Hash rate lost per watt shed (TH/s per W). The model: the rated hash rate
+    /// (`nominal_w / efficiency`) scales with the power drawn above idle, the same for a pause
+    /// and for a power limit. Real firmware is usually more efficient when limited, so the model
+    /// errs toward pausing, never toward limits that lose more than promised.
+    pub fn hashes_per_watt(&self) -> f64 {
+        let hashing_w = self.nominal_w - self.idle_w;
+        if hashing_w <= 0.0 || self.efficiency_j_per_th <= 0.0 {
+            return 0.0;
+        }
+        self.nominal_w / self.efficiency_j_per_th / hashing_w
     }
 }
 
@@ -50,13 +102,13 @@ pub struct ControllerConfig {
     pub margin_kw: f64,
     /// Resume only when this far under `limit − margin`: no flapping.
     pub hysteresis_kw: f64,
-    /// Most power resumed per step.
+    /// Most power restored per step (resumed miners and raised limits together).
     pub restore_step_kw: f64,
     /// Time between restore steps.
     pub restore_interval: Duration,
-    /// How long paused miners take to show on the meter (boards ramping down, the meter's own
-    /// poll period). Until a reading taken this long after the last shed arrives, the
-    /// controller does not shed more on the strength of an older reading: it would pause
+    /// How long paused or limited miners take to show on the meter (boards ramping down, the
+    /// meter's own poll period). Until a reading taken this long after the last shed arrives,
+    /// the controller does not shed more on the strength of an older reading: it would pause
     /// miners for power that is already gone.
     pub settle: Duration,
 }
@@ -84,6 +136,19 @@ pub struct ControllerState {
 pub enum Action {
     Pause(String),
     Resume(String),
+    /// Set the miner's power target; `watts ≥ nominal_w` lifts a limit (back to nominal).
+    Limit {
+        id: String,
+        watts: u32,
+    },
+}
+
+impl Action {
+    pub fn id(&self) -> &str {
+        match self {
+            Action::Pause(id) | Action::Resume(id) | Action::Limit { id, .. } => id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,30 +166,20 @@ pub struct Inputs<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub actions: Vec<Action>,
-    /// What the site should draw after the actions (measurement adjusted by nominal powers).
+    /// What the site should draw after the actions (measurement adjusted by the miners' powers).
     pub expected_kw: f64,
     pub why: &'static str,
 }
 
 fn estimated_kw(miners: &[MinerInfo]) -> f64 {
-    miners
-        .iter()
-        .map(|m| {
-            if m.state == PowerState::Running {
-                m.nominal_w
-            } else {
-                m.idle_w
-            }
-        })
-        .sum::<f64>()
-        / 1000.0
+    miners.iter().map(MinerInfo::draw_w).sum::<f64>() / 1000.0
 }
 
 /// Worst efficiency first, then lowest priority, then id for a stable order.
 fn shed_order(miners: &[MinerInfo]) -> Vec<&MinerInfo> {
     let mut v: Vec<&MinerInfo> = miners
         .iter()
-        .filter(|m| m.state == PowerState::Running)
+        .filter(|m| m.state != PowerState::Paused)
         .collect();
     v.sort_by(|a, b| {
         b.efficiency_j_per_th
@@ -135,11 +190,11 @@ fn shed_order(miners: &[MinerInfo]) -> Vec<&MinerInfo> {
     v
 }
 
-/// Best efficiency first, then highest priority.
+/// Best efficiency first, then highest priority: paused miners and limited ones alike.
 fn restore_order(miners: &[MinerInfo]) -> Vec<&MinerInfo> {
     let mut v: Vec<&MinerInfo> = miners
         .iter()
-        .filter(|m| m.state == PowerState::Paused)
+        .filter(|m| m.state != PowerState::Running)
         .collect();
     v.sort_by(|a, b| {
         a.efficiency_j_per_th
@@ -148,6 +203,130 @@ fn restore_order(miners: &[MinerInfo]) -> Vec<&MinerInfo> {
             .then(a.id.cmp(&b.id))
     });
     v
+}
+
+/// One shed step on a candidate (by its index in shed order).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shed {
+    Pause,
+    /// A whole-watt power target.
+    LimitTo(f64),
+}
+
+/// Shed steps, the watts they save and the hash rate they cost.
+#[derive(Debug, Clone, Default)]
+struct Plan {
+    steps: Vec<(usize, Shed)>,
+    saved_w: f64,
+    lost: f64,
+}
+
+impl Plan {
+    fn push(&mut self, i: usize, m: &MinerInfo, step: Shed) {
+        let to = match step {
+            Shed::Pause => m.idle_w,
+            Shed::LimitTo(w) => w,
+        };
+        let saved = (m.draw_w() - to).max(0.0);
+        self.steps.push((i, step));
+        self.saved_w += saved;
+        self.lost += saved * m.hashes_per_watt();
+    }
+}
+
+/// The power target that takes `need_w` off `m`, if its firmware can go that low: whole watts,
+/// rounded down so the saving is at least `need_w`.
+fn partial_limit(m: &MinerInfo, need_w: f64) -> Option<f64> {
+    let floor = m.floor_w()?;
+    let target = (m.draw_w() - need_w).floor();
+    (target >= floor && target < m.draw_w()).then_some(target)
+}
+
+/// The simple greedy, used to price the alternatives in [`plan_shed`]: in order, a partial
+/// limit when one covers what is left, else a pause (or, with `pauses` off, a limit to the
+/// floor). `None` when it cannot shed `need_w`.
+fn greedy(cands: &[&MinerInfo], offset: usize, mut need_w: f64, pauses: bool) -> Option<Plan> {
+    let mut plan = Plan::default();
+    for (k, m) in cands.iter().enumerate() {
+        if need_w <= 0.0 {
+            break;
+        }
+        let before = plan.saved_w;
+        if let Some(t) = partial_limit(m, need_w) {
+            plan.push(offset + k, m, Shed::LimitTo(t));
+        } else if pauses {
+            plan.push(offset + k, m, Shed::Pause);
+        } else if let Some(f) = m.floor_w().filter(|f| *f < m.draw_w()) {
+            plan.push(offset + k, m, Shed::LimitTo(f));
+        }
+        need_w -= plan.saved_w - before;
+    }
+    (need_w <= 0.0).then_some(plan)
+}
+
+/// What to shed to take `need_w` off the site, fewest hashes lost within the rule "never pause
+/// a miner while a less efficient one runs above its floor". `cands` are in shed order. When
+/// not even everything covers `need_w`, everything is shed.
+fn plan_shed(cands: &[&MinerInfo], mut need_w: f64) -> Plan {
+    let mut plan = Plan::default();
+    let mut i = 0;
+    while i < cands.len() && need_w > 0.0 {
+        let m = cands[i];
+        let before = plan.saved_w;
+        if let Some(t) = partial_limit(m, need_w) {
+            // Its own watts are the cheapest left: take just what is needed.
+            plan.push(i, m, Shed::LimitTo(t));
+            break;
+        }
+        let pause_saves = (m.draw_w() - m.idle_w).max(0.0);
+        if need_w >= pause_saves {
+            plan.push(i, m, Shed::Pause);
+            need_w -= plan.saved_w - before;
+            i += 1;
+            continue;
+        }
+        // Pausing it sheds more than needed: price the alternatives in hash rate lost.
+        let rest = &cands[i + 1..];
+        let pause_lost = pause_saves * m.hashes_per_watt();
+        let floored = m.floor_w().filter(|f| *f < m.draw_w()).map(|f| {
+            let saves = m.draw_w() - f;
+            let then = greedy(rest, i + 1, need_w - saves, true);
+            (f, saves * m.hashes_per_watt(), then)
+        });
+        let to_floor = floored
+            .as_ref()
+            .and_then(|(f, lost, then)| then.as_ref().map(|p| (*f, lost + p.lost)));
+        let skip = greedy(rest, i + 1, need_w, false);
+        let best_alt = match (to_floor, &skip) {
+            (Some((f, lost)), Some(s)) if lost <= s.lost => Some((Some(f), lost)),
+            (Some((f, lost)), None) => Some((Some(f), lost)),
+            (_, Some(s)) => Some((None, s.lost)),
+            (None, None) => None,
+        };
+        match best_alt {
+            // (b) down to its floor, then go on with the next miners (which may branch again).
+            Some((Some(f), lost)) if lost < pause_lost => {
+                plan.push(i, m, Shed::LimitTo(f));
+                need_w -= plan.saved_w - before;
+                i += 1;
+            }
+            // (c) leave it; power limits on the next miners cover the rest.
+            Some((None, lost)) if lost < pause_lost => {
+                if let Some(s) = skip {
+                    for (k, step) in s.steps {
+                        plan.push(k, cands[k], step);
+                    }
+                }
+                break;
+            }
+            // (a) pause it: the overshoot costs fewer hashes than any alternative.
+            _ => {
+                plan.push(i, m, Shed::Pause);
+                break;
+            }
+        }
+    }
+    plan
 }
 
 pub fn decide(cfg: &ControllerConfig, state: &mut ControllerState, inputs: Inputs<'_>) -> Decision {
@@ -185,15 +364,20 @@ pub fn decide(cfg: &ControllerConfig, state: &mut ControllerState, inputs: Input
                 why: "waiting for the meter to show the last shed",
             };
         }
-        let mut expected = site_kw;
-        let mut actions = Vec::new();
-        for m in shed_order(inputs.miners) {
-            if expected <= goal {
-                break;
-            }
-            actions.push(Action::Pause(m.id.clone()));
-            expected -= m.saving_w() / 1000.0;
-        }
+        let cands = shed_order(inputs.miners);
+        let plan = plan_shed(&cands, (site_kw - goal) * 1000.0);
+        let actions: Vec<Action> = plan
+            .steps
+            .iter()
+            .map(|(k, step)| match step {
+                Shed::Pause => Action::Pause(cands[*k].id.clone()),
+                Shed::LimitTo(w) => Action::Limit {
+                    id: cands[*k].id.clone(),
+                    watts: *w as u32,
+                },
+            })
+            .collect();
+        let expected = site_kw - plan.saved_w / 1000.0;
         if !actions.is_empty() {
             state.last_shed = Some((inputs.now, expected));
         }
@@ -245,8 +429,8 @@ fn restore(
     let due = state
         .last_restore
         .is_none_or(|t| inputs.now.duration_since(t) >= cfg.restore_interval);
-    let paused = restore_order(inputs.miners);
-    if !due || paused.is_empty() {
+    let shed = restore_order(inputs.miners);
+    if !due || shed.is_empty() {
         return Decision {
             actions: vec![],
             expected_kw: site_kw,
@@ -256,8 +440,34 @@ fn restore(
     let mut expected = site_kw;
     let mut step = 0.0;
     let mut actions = Vec::new();
-    for m in paused {
-        let add = m.saving_w() / 1000.0;
+    for m in shed {
+        if let PowerState::Limited(_) = m.state {
+            // A limit is raised as far as the step and the band allow, in whole watts: up to
+            // nominal lifts it, less leaves it limited (and ends this step).
+            let room = (m.nominal_w - m.draw_w()) / 1000.0;
+            let add = room
+                .min(cfg.restore_step_kw - step)
+                .min(ceiling_kw - expected);
+            let watts = (m.draw_w() + add * 1000.0).floor();
+            if add >= room {
+                actions.push(Action::Limit {
+                    id: m.id.clone(),
+                    watts: m.nominal_w.ceil() as u32,
+                });
+                expected += room;
+                step += room;
+                continue;
+            }
+            if watts > m.draw_w() {
+                actions.push(Action::Limit {
+                    id: m.id.clone(),
+                    watts: watts as u32,
+                });
+                expected += (watts - m.draw_w()) / 1000.0;
+            }
+            break;
+        }
+        let add = (m.nominal_w - m.idle_w).max(0.0) / 1000.0;
         // Always allow one miner per step when there is no limit, so a step smaller than one
         // miner still makes progress.
         let fits_step =
@@ -294,6 +504,7 @@ mod tests {
                 idle_w: 100.0,
                 efficiency_j_per_th: 20.0 + i as f64,
                 priority: 0,
+                min_power_w: None,
                 state: PowerState::Running,
             })
             .collect()
@@ -301,21 +512,17 @@ mod tests {
 
     fn apply(miners: &mut [MinerInfo], d: &Decision) {
         for a in &d.actions {
-            let (id, s) = match a {
-                Action::Pause(id) => (id, PowerState::Paused),
-                Action::Resume(id) => (id, PowerState::Running),
+            let m = miners.iter_mut().find(|m| m.id == a.id()).unwrap();
+            m.state = match a {
+                Action::Pause(_) => PowerState::Paused,
+                Action::Resume(_) => PowerState::Running,
+                Action::Limit { watts, .. } => PowerState::after_limit(m.nominal_w, *watts),
             };
-            miners.iter_mut().find(|m| &m.id == id).unwrap().state = s;
         }
     }
 
     fn ids(d: &Decision) -> Vec<String> {
-        d.actions
-            .iter()
-            .map(|a| match a {
-                Action::Pause(i) | Action::Resume(i) => i.clone(),
-            })
-            .collect()
+        d.actions.iter().map(|a| a.id().to_string()).collect()
     }
 
     #[test]
@@ -583,5 +790,197 @@ mod tests {
             },
         );
         assert!(d.actions.is_empty());
+    }
+
+    /// `site()` where the miners in `limitable` take power targets down to `min_w`.
+    fn site_with_limits(limitable: &[usize], min_w: f64) -> Vec<MinerInfo> {
+        let mut m = site();
+        for i in limitable {
+            m[*i].min_power_w = Some(min_w);
+        }
+        m
+    }
+
+    fn shed_once(m: &[MinerInfo], measured_kw: f64, limit_kw: f64) -> Decision {
+        decide(
+            &ControllerConfig::default(),
+            &mut ControllerState::default(),
+            Inputs {
+                now: Instant::now(),
+                measured_kw: Some(measured_kw),
+                measured_at: None,
+                limit_kw: Some(limit_kw),
+                miners: m,
+            },
+        )
+    }
+
+    fn limit(id: &str, watts: u32) -> Action {
+        Action::Limit {
+            id: id.into(),
+            watts,
+        }
+    }
+
+    fn pause(id: &str) -> Action {
+        Action::Pause(id.into())
+    }
+
+    #[test]
+    fn the_last_miner_is_limited_only_as_far_as_needed_instead_of_paused() {
+        // Every miner takes targets down to 1500 W. 34.5 kW, limit 30 → goal 28: 6.5 kW to shed.
+        // m9 and m8 cannot give 6.5 and 3.35 kW by a limit (1.75 kW at most): paused; m7 gives
+        // the last 200 W by a limit. Pausing only would have shed 9.45 kW.
+        let mut m = site_with_limits(&(0..10).collect::<Vec<_>>(), 1500.0);
+        let d = shed_once(&m, 34.5, 30.0);
+        assert_eq!(d.actions, [pause("m9"), pause("m8"), limit("m7", 3050)]);
+        assert_eq!(d.expected_kw, 28.0);
+        apply(&mut m, &d);
+        assert_eq!(m[7].state, PowerState::Limited(3050));
+        // The meter agrees: inside the band, nothing more.
+        let d = shed_once(&m, 28.0, 30.0);
+        assert!(d.actions.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_small_excess_limits_a_better_miner_rather_than_pausing_a_worse_one_that_cannot_limit() {
+        // m9 (29 J/TH) cannot limit; m8 (28 J/TH) can. 1 kW over: pausing m9 loses its whole
+        // 112 TH/s, limiting m8 by 1 kW loses 37 TH/s.
+        let m = site_with_limits(&[8], 1500.0);
+        let d = shed_once(&m, 34.5, 35.5);
+        assert_eq!(d.actions, [limit("m8", 2250)]);
+        assert_eq!(d.expected_kw, 33.5);
+    }
+
+    #[test]
+    fn a_worse_miner_is_paused_when_limits_on_better_ones_would_lose_more_hashes() {
+        // 3 kW to shed. m9 cannot limit; m8..m5 can give 750 W each (floor 2500 W). Limiting all
+        // four loses 117 TH/s; pausing m9 loses 112 TH/s (and overshoots by 150 W).
+        let m = site_with_limits(&[8, 7, 6, 5], 2500.0);
+        let d = shed_once(&m, 34.5, 33.5);
+        assert_eq!(d.actions, [pause("m9")]);
+        // With only three of them limitable the limits cannot cover it at all: still the pause.
+        let m = site_with_limits(&[8, 7, 6], 2500.0);
+        assert_eq!(shed_once(&m, 34.5, 33.5).actions, [pause("m9")]);
+        // Even with floors of 1500 W, 3 kW by limits (m8 −1.75, m7 −1.25 kW) loses 112.3 TH/s:
+        // pausing m9 still wins, narrowly.
+        let m = site_with_limits(&[8, 7], 1500.0);
+        assert_eq!(shed_once(&m, 34.5, 33.5).actions, [pause("m9")]);
+        // For 2 kW, though, m8 at its floor and m7 by 250 W lose 74 TH/s: limits.
+        assert_eq!(
+            shed_once(&m, 34.5, 34.5).actions,
+            [limit("m8", 1500), limit("m7", 3000)]
+        );
+    }
+
+    #[test]
+    fn a_worse_miner_goes_to_its_floor_and_a_better_one_gives_the_rest() {
+        // 2.5 kW to shed; m9 and m8 take targets down to 1500 W. Pausing m9 loses 112 TH/s;
+        // m9 at 1500 W (1.75 kW, 62 TH/s) plus m8 by 750 W (28 TH/s) loses 90.
+        let m = site_with_limits(&[9, 8], 1500.0);
+        let d = shed_once(&m, 34.5, 34.0);
+        assert_eq!(d.actions, [limit("m9", 1500), limit("m8", 2500)]);
+        assert_eq!(d.expected_kw, 32.0);
+        // If m8 could not limit, the rest would need a pause of m8: pausing m9 is cheaper.
+        let m = site_with_limits(&[9], 1500.0);
+        assert_eq!(shed_once(&m, 34.5, 34.0).actions, [pause("m9")]);
+    }
+
+    #[test]
+    fn still_over_with_a_miner_at_its_floor_pauses_it_next() {
+        // m9 already runs at its 1500 W floor; the meter says 1.4 kW over: a limit cannot give
+        // more, so it is paused (1.4 kW exactly) before anyone more efficient is touched.
+        let mut m = site_with_limits(&[9, 8], 1500.0);
+        m[9].state = PowerState::Limited(1500);
+        let d = shed_once(&m, 30.4, 31.0);
+        assert_eq!(d.actions, [pause("m9")]);
+        // The blind estimate counts the limit: 9 × 3.25 + 1.5 = 30.75 kW, under a 33 kW goal.
+        let d = decide(
+            &ControllerConfig::default(),
+            &mut ControllerState::default(),
+            Inputs {
+                now: Instant::now(),
+                measured_kw: None,
+                measured_at: None,
+                limit_kw: Some(35.0),
+                miners: &m,
+            },
+        );
+        assert_eq!((d.actions.len(), d.expected_kw), (0, 30.75));
+    }
+
+    #[test]
+    fn restoring_raises_limits_in_steps_most_efficient_first_then_resumes() {
+        let cfg = ControllerConfig {
+            restore_step_kw: 1.0,
+            ..Default::default()
+        };
+        let mut st = ControllerState::default();
+        let mut m = site_with_limits(&[0, 1], 1500.0);
+        m[0].state = PowerState::Limited(1500);
+        m[1].state = PowerState::Paused;
+        let t0 = Instant::now();
+        let mut steps = Vec::new();
+        for i in 0..40u64 {
+            let d = decide(
+                &cfg,
+                &mut st,
+                Inputs {
+                    now: t0 + Duration::from_secs(i),
+                    measured_kw: None,
+                    measured_at: None,
+                    limit_kw: None,
+                    miners: &m,
+                },
+            );
+            if !d.actions.is_empty() {
+                steps.push((i, d.actions.clone()));
+            }
+            apply(&mut m, &d);
+        }
+        assert_eq!(
+            steps,
+            [
+                (0, vec![limit("m0", 2500)]),
+                // 750 W lifts m0; the paused m1 (3.15 kW) does not fit the rest of the step.
+                (10, vec![limit("m0", 3250)]),
+                // A step smaller than one miner still resumes one when no signal is in force.
+                (20, vec![Action::Resume("m1".into())]),
+            ]
+        );
+        assert!(m.iter().all(|x| x.state == PowerState::Running));
+    }
+
+    #[test]
+    fn under_the_limit_a_limit_is_raised_only_to_the_middle_of_the_band() {
+        let cfg = ControllerConfig {
+            hysteresis_kw: 2.0,
+            ..Default::default()
+        };
+        let mut st = ControllerState::default();
+        let mut m = site_with_limits(&[0], 1500.0);
+        m[0].state = PowerState::Limited(1500);
+        m[1].state = PowerState::Paused;
+        let t0 = Instant::now();
+        // Limit 30, goal 28, band 26–28: from 25.5 kW fill to 27 kW: m0 up by 1.5 kW only.
+        let run = |st: &mut ControllerState, m: &[MinerInfo], secs: u64, kw: f64| {
+            decide(
+                &cfg,
+                st,
+                Inputs {
+                    now: t0 + Duration::from_secs(secs),
+                    measured_kw: Some(kw),
+                    measured_at: None,
+                    limit_kw: Some(30.0),
+                    miners: m,
+                },
+            )
+        };
+        let d = run(&mut st, &m, 0, 25.5);
+        assert_eq!(d.actions, [limit("m0", 3000)]);
+        assert_eq!(d.expected_kw, 27.0);
+        apply(&mut m, &d);
+        // At 27 kW, inside the band: hold, even after the restore interval.
+        assert!(run(&mut st, &m, 60, 27.0).actions.is_empty());
     }
 }

@@ -5,11 +5,19 @@
 //! the meter's verdict is checked and more is shed if the site is still over). Commands to many
 //! miners are sent concurrently, each with its own timeout; a miner whose command failed keeps
 //! its state and is tried again on the next decision.
+//!
+//! Power limits: a miner whose `min_power_w` is set and whose backend says it takes power targets
+//! ([`crate::control::Capabilities::power_limit`]) may be limited instead of paused. A limit
+//! command that fails (the firmware refuses the target, does not answer) takes that miner's
+//! limits out of the controller's hands until the signal ends, so the next decision pauses it
+//! instead of retrying a limit that does not work. Firmware resumes at the last target it was
+//! given, so resuming a miner the loop had limited also lifts the limit (a target of nominal).
 
-use crate::control::MinerControl;
+use crate::control::{ControlError, MinerControl};
 use crate::controller::{
     decide, Action, ControllerConfig, ControllerState, Inputs, MinerInfo, PowerState,
 };
+use crate::efficiency::{Learner, LearnerConfig, Level, Step};
 use crate::grid::{ComplianceReport, GridLink, Signal};
 use crate::meter::MeterHandle;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// A miner the controller may pause and resume.
+/// A miner the controller may pause, power-limit and resume.
 pub struct ManagedMiner {
     pub info: MinerInfo,
     pub control: Arc<dyn MinerControl>,
@@ -32,6 +40,25 @@ pub struct LoopConfig {
     pub report_interval: Duration,
     /// Per-command timeout (the backends have their own too).
     pub command_timeout: Duration,
+    /// Weight of the newest sample in each miner's learned power (see [`crate::efficiency`]).
+    pub learn_weight: f64,
+    /// Clean meter steps before a miner's learned power replaces its configured one; 0 = never.
+    pub learn_min_samples: u32,
+    /// Each miner's hash rate now, for learned J/TH; `None`: J/TH derived from learned watts.
+    pub hashrate: Option<HashrateSource>,
+}
+
+/// A miner's hash rate in TH/s by its id, `None` when unknown.
+pub type HashrateFn = dyn Fn(&str) -> Option<f64> + Send + Sync;
+
+/// Where the loop reads hash rates (the proxy reads its workers' share rates).
+#[derive(Clone)]
+pub struct HashrateSource(pub Arc<HashrateFn>);
+
+impl std::fmt::Debug for HashrateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashrateSource")
+    }
 }
 
 impl Default for LoopConfig {
@@ -41,6 +68,9 @@ impl Default for LoopConfig {
             tick: Duration::from_millis(250),
             report_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(3),
+            learn_weight: LearnerConfig::default().weight,
+            learn_min_samples: LearnerConfig::default().min_samples,
+            hashrate: None,
         }
     }
 }
@@ -51,16 +81,41 @@ pub struct CurtailmentStatus {
     pub signal_id: Option<String>,
     pub limit_kw: Option<f64>,
     pub measured_kw: Option<f64>,
+    /// Miners the loop has cut: paused plus power-limited.
     pub miners_shed: usize,
     pub commands_ok: u64,
     pub commands_failed: u64,
     pub last_decision: String,
     /// Ids of the miners the loop has paused.
     pub paused: Vec<String>,
+    /// The miners the loop has power-limited, with their targets.
+    pub limited: Vec<LimitedMiner>,
+    /// What the meter taught about each miner's power (see [`crate::efficiency`]).
+    pub learned: Vec<LearnedMiner>,
     /// Ids of the miners an operator paused (the loop leaves them alone).
     pub held: Vec<String>,
     /// The most recent events (signals starting and ending, decisions), oldest first.
     pub history: Vec<CurtailmentEvent>,
+}
+
+/// A miner hashing under a power target the loop set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LimitedMiner {
+    pub id: String,
+    pub watts: u32,
+}
+
+/// A miner's power learned from clean meter steps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LearnedMiner {
+    pub id: String,
+    /// Power at full hash rate, watts.
+    pub nominal_w: f64,
+    pub samples: u32,
+    /// Measured J/TH (when hash rates were known).
+    pub j_per_th: Option<f64>,
+    /// The controller uses these values instead of the configured ones.
+    pub in_use: bool,
 }
 
 /// One line of the loop's history.
@@ -161,6 +216,25 @@ async fn run(
         .map(|m| (m.info.id.clone(), m.control.clone()))
         .collect();
     tokio::spawn(warm_up(probes, cfg.command_timeout));
+    // A configured `min_power_w` on a backend that cannot take a power target is ignored (the
+    // site config refuses it for the firmware kinds known to lack it; this covers the rest).
+    for m in miners.iter_mut() {
+        if m.info.min_power_w.is_some() && !m.control.capabilities().power_limit {
+            tracing::warn!(miner = %m.info.id, firmware = %m.control.kind(), "min_power_w is set but this firmware cannot take a power target: the miner will be paused, never limited");
+            m.info.min_power_w = None;
+        }
+    }
+    let mut runtime: Vec<Runtime> = miners.iter().map(|_| Runtime::default()).collect();
+    let mut learner = Learner::new(LearnerConfig {
+        weight: cfg.learn_weight,
+        min_samples: cfg.learn_min_samples,
+        settle: cfg.controller.settle,
+        // The reading just before a command is at most one meter poll old; a settle time is
+        // generous for that and still too short for other load to wander far.
+        max_before_age: cfg.controller.settle,
+        ..LearnerConfig::default()
+    });
+    let mut last_fed: Option<SystemTime> = None;
     let mut state = ControllerState::default();
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,7 +248,12 @@ async fn run(
             _ = tick.tick() => {}
             changed = signal.changed() => if changed.is_err() { return; },
             Some((cmd, reply)) = commands.recv() => {
-                let r = operator_command(&mut miners, &mut held, &cmd, cfg.command_timeout).await;
+                let sent = Instant::now();
+                let before = state_of(&miners, &cmd);
+                let r = operator_command(&mut miners, &mut runtime, &mut held, &cmd, cfg.command_timeout).await;
+                if let Some((i, from)) = before {
+                    learner.command(step_of(&miners[i], sent, from, miners[i].info.state, cfg.hashrate.as_ref()));
+                }
                 let (id, verb) = match &cmd {
                     OperatorCommand::Pause(id) => (id, "paused"),
                     OperatorCommand::Resume(id) => (id, "resumed"),
@@ -199,6 +278,10 @@ async fn run(
             .duration_since(reading.at)
             .ok()
             .and_then(|age| now_instant.checked_sub(age));
+        if last_fed != Some(reading.at) {
+            last_fed = Some(reading.at);
+            learner.reading(measured_at.unwrap_or(now_instant), measured_kw);
+        }
         let id_now = active.as_ref().map(|s| s.id.clone());
         if id_now != last_signal {
             let what = match (&last_signal, &id_now) {
@@ -212,11 +295,33 @@ async fn run(
             push_event(&mut history, id_now.clone(), what);
             last_signal = id_now;
         }
+        if limit_kw.is_none() {
+            // A new signal gives every miner's power limits another chance.
+            for r in runtime.iter_mut() {
+                r.limit_blocked = false;
+            }
+        }
         // Miners an operator holds are not the controller's to move.
         let infos: Vec<MinerInfo> = miners
             .iter()
-            .filter(|m| !held.contains(&m.info.id))
-            .map(|m| m.info.clone())
+            .zip(&runtime)
+            .filter(|(m, _)| !held.contains(&m.info.id))
+            .map(|(m, r)| {
+                let mut info = m.info.clone();
+                if r.limit_blocked {
+                    info.min_power_w = None;
+                }
+                // What the meter measured beats the nameplate, once it rests on enough steps.
+                if let Some(w) = learner.nominal_w(&info.id) {
+                    info.nominal_w = w;
+                }
+                if let Some(j) =
+                    learner.j_per_th(&info.id, m.info.nominal_w, m.info.efficiency_j_per_th)
+                {
+                    info.efficiency_j_per_th = j;
+                }
+                info
+            })
             .collect();
         let decision = decide(
             &cfg.controller,
@@ -237,7 +342,18 @@ async fn run(
                 ?measured_kw,
                 "curtailment decision"
             );
-            let (o, f) = execute(&mut miners, &decision.actions, cfg.command_timeout).await;
+            let sent = Instant::now();
+            let (o, f, moved) = execute(
+                &mut miners,
+                &mut runtime,
+                &decision.actions,
+                cfg.command_timeout,
+            )
+            .await;
+            for (i, from) in moved {
+                let to = miners[i].info.state;
+                learner.command(step_of(&miners[i], sent, from, to, cfg.hashrate.as_ref()));
+            }
             ok += o;
             failed += f;
             push_event(
@@ -256,7 +372,18 @@ async fn run(
             .filter(|m| m.info.state == PowerState::Paused && !held.contains(&m.info.id))
             .map(|m| m.info.id.clone())
             .collect();
-        let shed = paused.len();
+        let limited: Vec<LimitedMiner> = miners
+            .iter()
+            .filter(|m| !held.contains(&m.info.id))
+            .filter_map(|m| match m.info.state {
+                PowerState::Limited(watts) => Some(LimitedMiner {
+                    id: m.info.id.clone(),
+                    watts,
+                }),
+                _ => None,
+            })
+            .collect();
+        let shed = paused.len() + limited.len();
         status.send_replace(CurtailmentStatus {
             signal_id: active.as_ref().map(|s| s.id.clone()),
             limit_kw,
@@ -266,6 +393,18 @@ async fn run(
             commands_failed: failed,
             last_decision: decision.why.to_string(),
             paused,
+            limited,
+            learned: learner
+                .estimates()
+                .iter()
+                .map(|(id, e)| LearnedMiner {
+                    id: id.clone(),
+                    nominal_w: e.nominal_w,
+                    samples: e.samples,
+                    j_per_th: e.j_per_th,
+                    in_use: learner.nominal_w(id).is_some(),
+                })
+                .collect(),
             held: held.clone(),
             history: history.iter().cloned().collect(),
         });
@@ -318,9 +457,84 @@ fn push_event(
     });
 }
 
+fn level(state: PowerState) -> Level {
+    match state {
+        PowerState::Running => Level::Full,
+        PowerState::Paused => Level::Idle,
+        PowerState::Limited(w) => Level::Target(f64::from(w)),
+    }
+}
+
+/// The learner's view of a command sent to `m` at `at` (a failed one moves it nowhere, but
+/// still spoils the window of any other step).
+fn step_of(
+    m: &ManagedMiner,
+    at: Instant,
+    from: PowerState,
+    to: PowerState,
+    hashrate: Option<&HashrateSource>,
+) -> Step {
+    Step {
+        id: m.info.id.clone(),
+        at,
+        from: level(from),
+        to: level(to),
+        idle_w: m.info.idle_w,
+        configured_w: m.info.nominal_w,
+        hashrate_ths: hashrate.and_then(|h| (h.0)(&m.info.id)),
+    }
+}
+
+/// The index and state of the miner an operator's command is for.
+fn state_of(miners: &[ManagedMiner], cmd: &OperatorCommand) -> Option<(usize, PowerState)> {
+    let id = match cmd {
+        OperatorCommand::Pause(id) | OperatorCommand::Resume(id) => id,
+    };
+    let i = miners.iter().position(|m| &m.info.id == id)?;
+    Some((i, miners[i].info.state))
+}
+
+/// What the loop knows of a miner beyond the controller's view.
+#[derive(Debug, Clone, Default)]
+struct Runtime {
+    /// The power target the loop left in the firmware (kept across a pause: firmware resumes
+    /// at it), to lift on resume.
+    firmware_limit: Option<u32>,
+    /// A limit command failed during this signal: pause it instead.
+    limit_blocked: bool,
+}
+
+/// The target that lifts a limit: nominal, in whole watts.
+fn nominal_target(info: &MinerInfo) -> u32 {
+    info.nominal_w.ceil().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// Resume, then lift a power target the loop left in the firmware. The state it ends in: running,
+/// or still limited when the lift failed (the controller raises it later).
+async fn resume_lifting(
+    control: &dyn MinerControl,
+    nominal: u32,
+    firmware_limit: Option<u32>,
+) -> (Result<(), ControlError>, PowerState, Option<u32>) {
+    if let Err(e) = control.resume().await {
+        return (Err(e), PowerState::Paused, firmware_limit);
+    }
+    match firmware_limit {
+        None => (Ok(()), PowerState::Running, None),
+        Some(w) => match control.set_power_limit(nominal).await {
+            Ok(()) => (Ok(()), PowerState::Running, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "resumed, but its {w} W power target could not be lifted");
+                (Ok(()), PowerState::Limited(w), Some(w))
+            }
+        },
+    }
+}
+
 /// An operator's pause or resume of one miner, through its firmware.
 async fn operator_command(
     miners: &mut [ManagedMiner],
+    runtime: &mut [Runtime],
     held: &mut Vec<String>,
     cmd: &OperatorCommand,
     timeout: Duration,
@@ -329,28 +543,30 @@ async fn operator_command(
         OperatorCommand::Pause(id) => (id, true),
         OperatorCommand::Resume(id) => (id, false),
     };
-    let m = miners
-        .iter_mut()
-        .find(|m| &m.info.id == id)
+    let i = miners
+        .iter()
+        .position(|m| &m.info.id == id)
         .ok_or_else(|| format!("no managed miner {id:?}; miners are listed in [[miners]]"))?;
+    let (m, rt) = (&mut miners[i], &mut runtime[i]);
     let control = m.control.clone();
-    let r = tokio::time::timeout(timeout, async {
-        if pause {
-            control.pause().await
-        } else {
-            control.resume().await
-        }
-    })
-    .await
-    .map_err(|_| format!("the firmware did not answer within {timeout:?}"))?;
-    r.map_err(|e| e.to_string())?;
     if pause {
+        tokio::time::timeout(timeout, control.pause())
+            .await
+            .map_err(|_| format!("the firmware did not answer within {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
         m.info.state = PowerState::Paused;
         if !held.contains(id) {
             held.push(id.clone());
         }
     } else {
-        m.info.state = PowerState::Running;
+        let (r, state, limit) = tokio::time::timeout(
+            timeout,
+            resume_lifting(&*control, nominal_target(&m.info), rt.firmware_limit),
+        )
+        .await
+        .map_err(|_| format!("the firmware did not answer within {timeout:?}"))?;
+        r.map_err(|e| e.to_string())?;
+        (m.info.state, rt.firmware_limit) = (state, limit);
         held.retain(|h| h != id);
     }
     Ok(())
@@ -381,51 +597,75 @@ async fn warm_up(miners: Vec<(String, Arc<dyn MinerControl>)>, timeout: Duration
 }
 
 /// Send every action at once, each command its own task (a thousand miners' commands spread
-/// over every core); update the state of the miners that obeyed.
-async fn execute(miners: &mut [ManagedMiner], actions: &[Action], timeout: Duration) -> (u64, u64) {
+/// over every core); update the state of the miners that obeyed. Also returns every commanded
+/// miner's index with its state before the command.
+async fn execute(
+    miners: &mut [ManagedMiner],
+    runtime: &mut [Runtime],
+    actions: &[Action],
+    timeout: Duration,
+) -> (u64, u64, Vec<(usize, PowerState)>) {
     let mut running = tokio::task::JoinSet::new();
     for a in actions {
-        let (id, pause) = match a {
-            Action::Pause(id) => (id, true),
-            Action::Resume(id) => (id, false),
-        };
-        let Some(m) = miners.iter().position(|m| &m.info.id == id) else {
+        let Some(m) = miners.iter().position(|m| m.info.id == a.id()) else {
             continue;
         };
         let control = miners[m].control.clone();
+        let nominal = nominal_target(&miners[m].info);
+        let nominal_w = miners[m].info.nominal_w;
+        let firmware_limit = runtime[m].firmware_limit;
+        let action = a.clone();
         running.spawn(async move {
             let r = tokio::time::timeout(timeout, async {
-                if pause {
-                    control.pause().await
-                } else {
-                    control.resume().await
+                match &action {
+                    Action::Pause(_) => control
+                        .pause()
+                        .await
+                        .map(|()| (PowerState::Paused, firmware_limit)),
+                    Action::Resume(_) => {
+                        let (r, state, limit) =
+                            resume_lifting(&*control, nominal, firmware_limit).await;
+                        r.map(|()| (state, limit))
+                    }
+                    Action::Limit { watts, .. } => {
+                        control.set_power_limit(*watts).await.map(|()| {
+                            let state = PowerState::after_limit(nominal_w, *watts);
+                            let limit = (state != PowerState::Running).then_some(*watts);
+                            (state, limit)
+                        })
+                    }
                 }
             })
             .await;
-            (m, pause, r)
+            (m, action, r)
         });
     }
     let results = running.join_all().await;
     let (mut ok, mut failed) = (0, 0);
-    for (m, pause, r) in results {
+    let mut moved = Vec::with_capacity(results.len());
+    for (m, action, r) in results {
+        moved.push((m, miners[m].info.state));
+        let obeyed = matches!(r, Ok(Ok(_)));
+        let id = &miners[m].info.id;
         match r {
-            Ok(Ok(())) => {
+            Ok(Ok((state, limit))) => {
                 ok += 1;
-                miners[m].info.state = if pause {
-                    PowerState::Paused
-                } else {
-                    PowerState::Running
-                };
+                miners[m].info.state = state;
+                runtime[m].firmware_limit = limit;
             }
             Ok(Err(e)) => {
                 failed += 1;
-                tracing::warn!(miner = %miners[m].info.id, "firmware command failed: {e}");
+                tracing::warn!(miner = %id, "firmware command failed: {e}");
             }
             Err(_) => {
                 failed += 1;
-                tracing::warn!(miner = %miners[m].info.id, "firmware command timed out");
+                tracing::warn!(miner = %id, "firmware command timed out");
             }
         }
+        if let (Action::Limit { watts, .. }, false) = (&action, obeyed) {
+            tracing::warn!(miner = %id, watts, "power limit not applied: the miner is paused instead if more must be shed, until the signal ends");
+            runtime[m].limit_blocked = true;
+        }
     }
-    (ok, failed)
+    (ok, failed, moved)
 }

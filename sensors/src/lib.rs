@@ -5,6 +5,8 @@
 //! * [`grid`]: the grid operator's curtailment signals over MQTT, validated and acknowledged.
 //! * [`controller`]: the pure decision function that turns readings, the active signal and the
 //!   miners' properties into "shed / restore these miners".
+//! * [`efficiency`]: each miner's power (and J/TH) learned from the meter's response to
+//!   commands.
 //! * [`control`]: the ASIC firmware clients that pause, power-limit and resume miners.
 //! * [`curtailment`]: the loop that ties them together and reports compliance.
 //!
@@ -13,5 +15,6 @@
 pub mod control;
 pub mod controller;
 pub mod curtailment;
+pub mod efficiency;
 pub mod grid;
 pub mod meter;

@@ -124,6 +124,10 @@ fn power_state(
     match site_id {
         Some(id) if c.held.contains(&id) => "paused (operator)".into(),
         Some(id) if c.paused.contains(&id) => "paused (curtailment)".into(),
+        Some(id) => match c.limited.iter().find(|l| l.id == id) {
+            Some(l) => format!("limited to {} W (curtailment)", l.watts),
+            None => "running".into(),
+        },
         _ => "running".into(),
     }
 }

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
                 idle_w: h.miner().idle_w(),
                 efficiency_j_per_th: 20.0 + (i % 97) as f64 * 0.1,
                 priority: 0,
+                min_power_w: None,
                 state: PowerState::Running,
             },
             control: connect_shared(&endpoint),
