@@ -1132,7 +1132,10 @@ async fn chain_info_and_wrong_network() {
     assert_eq!(info["difficulty"], 4.656542373906925e-10);
     assert_eq!(info["initialblockdownload"], false);
     assert_eq!(info["verificationprogress"], 1.0);
-    assert_eq!(info["warnings"], "");
+    // Bitcoin Core 29's shape: warnings as an array, the tip's bits and target.
+    assert_eq!(info["warnings"], json!([]));
+    assert_eq!(info["bits"], "207fffff");
+    assert!(info["target"].as_str().unwrap().starts_with("7fffff"));
 
     let (_main, rpc) = start(NodeConfig {
         network: "main".into(),

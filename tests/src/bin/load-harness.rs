@@ -5,6 +5,7 @@
 //! ```text
 //! load-harness connections --miners 15000
 //! load-harness shares --miners 1000 --rate 30000 --secs 15
+//! load-harness shares --miners 1000 --rate 30000 --secs 15 --peer para --proxy-bin ~/.cargo/bin/para
 //! ```
 
 use std::path::PathBuf;
@@ -60,6 +61,11 @@ struct Common {
     /// The proxy binary (default: blgv-proxy next to this executable).
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
+    /// Drive a peer instead of blgv-proxy, for comparison on the same harness: `para` runs
+    /// `para proxy` (`cargo install para --version 0.6.0`; its binary via --proxy-bin, default
+    /// `para` on PATH).
+    #[arg(long, value_parser = ["para"])]
+    peer: Option<String>,
     /// Miner difficulty (vardiff initial = min = max). Default 2^-27: ~32 hashes a share.
     #[arg(long, default_value_t = 1.0 / 134_217_728.0)]
     miner_diff: f64,
@@ -141,9 +147,11 @@ fn main() -> ExitCode {
 }
 
 fn run(c: Common, scenario: Scenario, default_rounds: usize) -> anyhow::Result<bool> {
-    let proxy = match &c.proxy_bin {
-        Some(p) => ProxyCommand::binary(p),
-        None => ProxyCommand::next_to_current_exe()?,
+    let proxy = match (c.peer.as_deref(), &c.proxy_bin) {
+        (Some(_), Some(p)) => ProxyCommand::para(p),
+        (Some(_), None) => ProxyCommand::para("para"),
+        (None, Some(p)) => ProxyCommand::binary(p),
+        (None, None) => ProxyCommand::next_to_current_exe()?,
     };
     let mut opts = Options::new(scenario, c.miners, proxy);
     opts.miner_difficulty = c.miner_diff;

@@ -141,14 +141,15 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(epoch: Instant, miners: usize) -> Arc<Fleet> {
+    /// `miners` miners authorizing as `{worker_prefix}.m{index}`.
+    pub fn new(epoch: Instant, miners: usize, worker_prefix: &str) -> Arc<Fleet> {
         Arc::new(Fleet {
             epoch,
             miners: (0..miners)
                 .map(|index| {
                     Arc::new(Miner {
                         index,
-                        worker: format!("load.m{index}"),
+                        worker: format!("{worker_prefix}.m{index}"),
                         stream: OnceLock::new(),
                         state: Mutex::new(MinerState::default()),
                     })
@@ -489,11 +490,15 @@ impl Proto<'_> {
     fn slow_line(&mut self, line: &[u8], now_ns: u64) {
         if contains(&line[..line.len().min(96)], b"\"method\":\"mining.notify\"") {
             if let Some(id) = first_param(line) {
-                if let Ok(n) = u64::from_str_radix(id, 16) {
-                    self.fleet.probe.seen(n, now_ns);
-                }
                 match self.fleet.job(id, line) {
-                    Some(job) => self.miner.state().job = Some(job),
+                    Some(job) => {
+                        // The upstream's job number rides in the prevhash (see
+                        // upstream::new_job): the proxy may have renamed the job.
+                        let mut n = [0u8; 8];
+                        n.copy_from_slice(&job.prevhash[..8]);
+                        self.fleet.probe.seen(u64::from_le_bytes(n), now_ns);
+                        self.miner.state().job = Some(job)
+                    }
                     None => self.fleet.note(format!(
                         "miner {}: unparsable notify {}",
                         self.miner.index,

@@ -176,16 +176,43 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         .unwrap_or(0.0);
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], process::free_port()?));
     let dir = process::run_dir()?;
-    let config = proxy_config(listen, upstream.addr(), opts.miner_difficulty, &dir);
-    let mut proxy = ProxyProcess::start(
-        &opts.proxy,
-        dir,
-        &config,
-        listen,
-        &opts.proxy_log,
-        opts.keep_dir,
-    )
-    .await?;
+    // A peer that checks a Bitcoin Core RPC at start gets the node stand-in (kept for the run).
+    let (mut proxy, _node) = match opts.proxy.flavor {
+        process::Flavor::Blgv => {
+            let config = proxy_config(listen, upstream.addr(), opts.miner_difficulty, &dir);
+            let p = ProxyProcess::start(
+                &opts.proxy,
+                dir,
+                &config,
+                listen,
+                &opts.proxy_log,
+                opts.keep_dir,
+            )
+            .await?;
+            (p, None)
+        }
+        process::Flavor::Para => {
+            let n = crate::node::NodeStandIn::start(crate::node::NodeConfig::default())
+                .await
+                .context("starting the node stand-in for the peer's RPC check")?;
+            let (user, password) = n.credentials();
+            let p = ProxyProcess::start_para(
+                &opts.proxy,
+                dir,
+                listen,
+                &process::PeerSetup {
+                    upstream: upstream.addr(),
+                    difficulty: opts.miner_difficulty,
+                    rpc: (n.addr(), &user, &password),
+                },
+                &opts.proxy_log,
+                opts.keep_dir,
+            )
+            .await?;
+            (p, Some(n))
+        }
+    };
+    report.proxy.flavor = opts.proxy.flavor.name().into();
     progress!(
         opts,
         "proxy pid {} on {listen}, run dir {}",
@@ -205,7 +232,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     };
 
     // Connect everyone.
-    let fleet = Fleet::new(epoch, opts.miners);
+    let fleet = Fleet::new(epoch, opts.miners, opts.proxy.flavor.worker_prefix());
     let started = Instant::now();
     connect_all(
         &fleet,

@@ -12,11 +12,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How to start a proxy: a program and the arguments before `--config FILE`.
+/// Which proxy a run drives: ours, or a peer measured on the same harness for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `blgv-proxy` (or the harness's `run-proxy` shim), configured by a TOML file.
+    Blgv,
+    /// `para proxy` (crates.io `para`, SV1→SV1), configured by flags. It checks a Bitcoin Core
+    /// RPC at start (`getblockchaininfo`, answered by the harness's node stand-in) and wants
+    /// miners' usernames to be addresses of its chain.
+    Para,
+}
+
+/// The regtest address peers that want an address as username get (BIP173's test vector).
+pub const REGTEST_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+impl Flavor {
+    /// Miner `i` authorizes as `{prefix}.m{i}`.
+    pub fn worker_prefix(self) -> &'static str {
+        match self {
+            Flavor::Blgv => "load",
+            Flavor::Para => REGTEST_ADDRESS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Blgv => "blgv-proxy",
+            Flavor::Para => "para proxy",
+        }
+    }
+}
+
+/// How to start a proxy: a program and the arguments before its own (`--config FILE` for
+/// blgv-proxy).
 #[derive(Debug, Clone)]
 pub struct ProxyCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    pub flavor: Flavor,
 }
 
 impl ProxyCommand {
@@ -25,6 +58,16 @@ impl ProxyCommand {
         ProxyCommand {
             program: path.into(),
             args: Vec::new(),
+            flavor: Flavor::Blgv,
+        }
+    }
+
+    /// The `para` binary at `path` (`cargo install para --version 0.6.0`), run as `para proxy`.
+    pub fn para(path: impl Into<PathBuf>) -> ProxyCommand {
+        ProxyCommand {
+            program: path.into(),
+            args: vec!["proxy".into()],
+            flavor: Flavor::Para,
         }
     }
 
@@ -54,6 +97,7 @@ impl ProxyCommand {
         ProxyCommand {
             program: harness.into(),
             args: vec!["run-proxy".into()],
+            flavor: Flavor::Blgv,
         }
     }
 }
@@ -222,6 +266,16 @@ impl CpuEdge {
     }
 }
 
+/// What a peer proxy is pointed at.
+pub struct PeerSetup<'a> {
+    /// The harness's upstream pool.
+    pub upstream: SocketAddr,
+    /// Every miner's difficulty (start = min = max).
+    pub difficulty: f64,
+    /// The node stand-in's RPC: address, user, password.
+    pub rpc: (SocketAddr, &'a str, &'a str),
+}
+
 /// The running proxy. Dropping it kills the child and removes the directory (unless kept).
 pub struct ProxyProcess {
     child: Child,
@@ -245,19 +299,65 @@ impl ProxyProcess {
         let config_path = dir.join("proxy.toml");
         std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
-        let log_path = dir.join("proxy.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let child = Command::new(&cmd.program)
+        let mut command = Command::new(&cmd.program);
+        command
             .args(&cmd.args)
             .arg("--config")
             .arg(&config_path)
-            .env("BLGV_LOG", log_filter)
+            .env("BLGV_LOG", log_filter);
+        ProxyProcess::launch(command, dir, addr, keep_dir).await
+    }
+
+    /// Starts `para proxy` listening on `addr`, mining to `upstream`, every miner pinned at
+    /// `difficulty` (start = min = max, as blgv-proxy's runs are), its Bitcoin Core RPC the
+    /// node stand-in at `rpc` (a regtest chain).
+    pub async fn start_para(
+        cmd: &ProxyCommand,
+        dir: PathBuf,
+        addr: SocketAddr,
+        peer: &PeerSetup<'_>,
+        log_filter: &str,
+        keep_dir: bool,
+    ) -> anyhow::Result<ProxyProcess> {
+        let (upstream, rpc) = (peer.upstream, peer.rpc);
+        let d = format!("{:e}", peer.difficulty);
+        let mut command = Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .args(["--address", &addr.ip().to_string()])
+            .args(["--port", &addr.port().to_string()])
+            .arg("--upstream")
+            .arg(format!("{REGTEST_ADDRESS}.proxy@{upstream}"))
+            .args(["--start-diff", &d, "--min-diff", &d, "--max-diff", &d])
+            .args(["--chain", "regtest"])
+            .args(["--bitcoin-rpc-port", &rpc.0.port().to_string()])
+            .args(["--bitcoin-rpc-username", rpc.1])
+            .args(["--bitcoin-rpc-password", rpc.2])
+            .arg("--data-dir")
+            .arg(&dir)
+            // With RUST_LOG set it logs instead of drawing its terminal throbber.
+            .env("RUST_LOG", log_filter);
+        ProxyProcess::launch(command, dir, addr, keep_dir).await
+    }
+
+    /// Spawns `command` (output into `dir/proxy.log`) and waits until it accepts TCP
+    /// connections on `addr`.
+    async fn launch(
+        mut command: Command,
+        dir: PathBuf,
+        addr: SocketAddr,
+        keep_dir: bool,
+    ) -> anyhow::Result<ProxyProcess> {
+        let log_path = dir.join("proxy.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let program = command.get_program().to_owned();
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", cmd.program.display()))?;
+            .with_context(|| format!("starting {}", Path::new(&program).display()))?;
         let mut p = ProxyProcess {
             child,
             addr,

@@ -22,6 +22,8 @@ pub struct Connections {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProxyFigures {
+    /// Which proxy ran (`blgv-proxy`, `para proxy`).
+    pub flavor: String,
     pub pid: u32,
     /// VmRSS with no miner connected.
     pub rss_idle_kb: u64,
@@ -238,7 +240,8 @@ impl Report {
         let p = &self.proxy;
         let _ = writeln!(
             o,
-            "blgv-proxy load run: {} — {} miners, miner difficulty {:e}, upstream difficulty {:e} (≈1 share in {:.0} forwarded)",
+            "{} load run: {} — {} miners, miner difficulty {:e}, upstream difficulty {:e} (≈1 share in {:.0} forwarded)",
+            if self.proxy.flavor.is_empty() { "blgv-proxy" } else { &self.proxy.flavor },
             self.scenario,
             c.requested,
             self.miner_difficulty,

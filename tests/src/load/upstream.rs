@@ -179,7 +179,11 @@ fn new_job(shared: &Shared, clean: bool) -> Announce {
     let id = book.next_id;
     book.next_id += 1;
     book.height += 1;
-    let job = Job::generate(format!("{id:x}"), book.height, 4 + EXTRANONCE2_SIZE, 2);
+    let mut job = Job::generate(format!("{id:x}"), book.height, 4 + EXTRANONCE2_SIZE, 2);
+    // The job's number in the first 8 bytes of its (random) prevhash: a proxy passes the
+    // prevhash through untouched but may rename the job (para does), so the fan-out probe
+    // recognises a job by this.
+    job.prevhash[..8].copy_from_slice(&id.to_le_bytes());
     let line: Arc<str> = jsonrpc::notification("mining.notify", job.notify_params(clean)).into();
     book.jobs.push_back(JobEntry {
         job: Arc::new(job),

@@ -447,12 +447,12 @@ async fn call(sh: &Arc<Shared>, method: &str, params: Value, id: &Value) -> Outc
                 },
                 "pooledtx": inner.chain.mempool.len(),
                 "chain": sh.cfg.network,
-                "warnings": "",
+                "warnings": [],
             }))
         }
         "getnetworkinfo" => Outcome::Ok(json!({
-            "version": 280000,
-            "subversion": "/Satoshi:28.0.0/",
+            "version": 290000,
+            "subversion": "/Satoshi:29.0.0/",
             "protocolversion": 70016,
             "localservices": "0000000000000c09",
             "localservicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED", "P2P_V2"],
@@ -466,7 +466,7 @@ async fn call(sh: &Arc<Shared>, method: &str, params: Value, id: &Value) -> Outc
             "relayfee": 0.00001,
             "incrementalfee": 0.00001,
             "localaddresses": [],
-            "warnings": "",
+            "warnings": [],
         })),
         "validateaddress" => validateaddress(sh, &p),
         "ping" => Outcome::Ok(Value::Null),
@@ -475,6 +475,9 @@ async fn call(sh: &Arc<Shared>, method: &str, params: Value, id: &Value) -> Outc
     }
 }
 
+/// In Bitcoin Core 29.0's format (the version `getnetworkinfo` reports): `bits` and `target`
+/// of the tip, `warnings` an array of strings; clients written for current Core (para) refuse
+/// the older shape.
 fn getblockchaininfo(sh: &Shared) -> Outcome {
     let inner = sh.lock();
     let c = &inner.chain;
@@ -485,6 +488,8 @@ fn getblockchaininfo(sh: &Shared) -> Outcome {
         "blocks": h,
         "headers": if inner.syncing { h + 500 } else { h },
         "bestblockhash": tip.hash.to_string(),
+        "bits": "207fffff",
+        "target": "7fffff0000000000000000000000000000000000000000000000000000000000",
         "difficulty": REGTEST_DIFFICULTY,
         "time": tip.block.header.time,
         "mediantime": c.median_time_past(h),
@@ -493,7 +498,7 @@ fn getblockchaininfo(sh: &Shared) -> Outcome {
         "chainwork": format!("{:064x}", 2u64 * (u64::from(h) + 1)),
         "size_on_disk": 293 * (u64::from(h) + 1),
         "pruned": false,
-        "warnings": "",
+        "warnings": [],
     }))
 }
 
