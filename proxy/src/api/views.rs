@@ -5,6 +5,7 @@ use crate::registry::MinerView;
 use crate::withhold::MinerSelector;
 use blgv_sensors::meter::{Quality, Reading};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -85,50 +86,101 @@ pub fn miners(s: &ApiState) -> Vec<MinerView> {
     let now = Instant::now();
     let curtailment = s.power.curtailment_status();
     let withheld = s.ctx.withholding.withheld();
+    let index = PowerIndex::new(&s.ctx.config.miners, curtailment.as_ref(), &withheld);
     s.ctx
         .miners
         .all()
         .iter()
         .map(|m| {
             let mut v = m.view(now);
-            v.power_state = power_state(s, &v, curtailment.as_ref(), &withheld);
+            v.power_state = index.power_state(&v);
             v
         })
         .collect()
 }
 
-fn power_state(
-    s: &ApiState,
-    v: &MinerView,
-    curtailment: Option<&blgv_sensors::curtailment::CurtailmentStatus>,
-    withheld: &[MinerSelector],
-) -> String {
-    let held_by_withholding = withheld.iter().any(|w| match w {
-        MinerSelector::Worker(name) => v.workers.iter().any(|x| x == name),
-        MinerSelector::Ip(ip) => ip.to_string() == v.ip,
-    });
-    if held_by_withholding {
-        return "withheld".into();
+/// What decides a session's power state, indexed once per request: a large site lists
+/// thousands of sessions against thousands of managed miners, and scanning the config and the
+/// loop's lists for every row would be quadratic.
+struct PowerIndex<'a> {
+    /// Worker name → (position in `[[miners]]`, the site miner's id); the first entry wins,
+    /// as the config is read in order.
+    site_miner: HashMap<&'a str, (usize, String)>,
+    withheld_workers: HashSet<&'a str>,
+    withheld_ips: HashSet<String>,
+    /// None: no curtailment loop, every managed miner runs.
+    curtailment: Option<LoopIndex<'a>>,
+}
+
+struct LoopIndex<'a> {
+    held: HashSet<&'a str>,
+    paused: HashSet<&'a str>,
+    limited: HashMap<&'a str, u32>,
+}
+
+impl<'a> PowerIndex<'a> {
+    fn new(
+        miners: &'a [crate::site_config::SiteMiner],
+        curtailment: Option<&'a blgv_sensors::curtailment::CurtailmentStatus>,
+        withheld: &'a [MinerSelector],
+    ) -> PowerIndex<'a> {
+        let mut site_miner = HashMap::new();
+        for (i, m) in miners.iter().enumerate() {
+            if let Some(w) = &m.worker {
+                site_miner.entry(w.as_str()).or_insert((i, m.id()));
+            }
+        }
+        let mut withheld_workers = HashSet::new();
+        let mut withheld_ips = HashSet::new();
+        for w in withheld {
+            match w {
+                MinerSelector::Worker(name) => {
+                    withheld_workers.insert(name.as_str());
+                }
+                MinerSelector::Ip(ip) => {
+                    withheld_ips.insert(ip.to_string());
+                }
+            }
+        }
+        PowerIndex {
+            site_miner,
+            withheld_workers,
+            withheld_ips,
+            curtailment: curtailment.map(|c| LoopIndex {
+                held: c.held.iter().map(String::as_str).collect(),
+                paused: c.paused.iter().map(String::as_str).collect(),
+                limited: c.limited.iter().map(|l| (l.id.as_str(), l.watts)).collect(),
+            }),
+        }
     }
-    let Some(c) = curtailment else {
-        return "running".into();
-    };
-    // The site miner (config) this session belongs to, by worker name.
-    let site_id = s
-        .ctx
-        .config
-        .miners
-        .iter()
-        .find(|m| m.worker.as_ref().is_some_and(|w| v.workers.contains(w)))
-        .map(|m| m.id());
-    match site_id {
-        Some(id) if c.held.contains(&id) => "paused (operator)".into(),
-        Some(id) if c.paused.contains(&id) => "paused (curtailment)".into(),
-        Some(id) => match c.limited.iter().find(|l| l.id == id) {
-            Some(l) => format!("limited to {} W (curtailment)", l.watts),
+
+    fn power_state(&self, v: &MinerView) -> String {
+        if self.withheld_ips.contains(&v.ip)
+            || v.workers
+                .iter()
+                .any(|w| self.withheld_workers.contains(w.as_str()))
+        {
+            return "withheld".into();
+        }
+        let Some(c) = &self.curtailment else {
+            return "running".into();
+        };
+        // The site miner (config) this session belongs to, by worker name.
+        let site_id = v
+            .workers
+            .iter()
+            .filter_map(|w| self.site_miner.get(w.as_str()))
+            .min_by_key(|(position, _)| *position)
+            .map(|(_, id)| id.as_str());
+        match site_id {
+            Some(id) if c.held.contains(id) => "paused (operator)".into(),
+            Some(id) if c.paused.contains(id) => "paused (curtailment)".into(),
+            Some(id) => match c.limited.get(id) {
+                Some(watts) => format!("limited to {watts} W (curtailment)"),
+                None => "running".into(),
+            },
             None => "running".into(),
-        },
-        _ => "running".into(),
+        }
     }
 }
 
@@ -279,5 +331,91 @@ pub fn curtailment(s: &ApiState) -> Curtailment {
                 MinerSelector::Ip(ip) => ip.to_string(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site_config::SiteMiner;
+    use blgv_sensors::curtailment::{CurtailmentStatus, LimitedMiner};
+
+    fn site_miner(id: &str, worker: &str) -> SiteMiner {
+        toml::from_str(&format!(
+            "id = \"{id}\"\nworker = \"{worker}\"\nfirmware = \"braiins_os\"\naddress = \"10.0.0.1\"\nnominal_w = 3000\nefficiency_j_per_th = 20.0\n"
+        ))
+        .unwrap()
+    }
+
+    fn view(workers: &[&str], ip: &str) -> MinerView {
+        MinerView {
+            id: 1,
+            worker: workers.first().map(|w| w.to_string()),
+            workers: workers.iter().map(|w| w.to_string()).collect(),
+            ip: ip.into(),
+            agent: None,
+            difficulty: 1.0,
+            hashrate_1m: 0.0,
+            hashrate_15m: 0.0,
+            hashrate_1h: 0.0,
+            accepted: 0,
+            rejected: 0,
+            stale: 0,
+            last_share: None,
+            connected_since: 0,
+            power_state: String::new(),
+        }
+    }
+
+    #[test]
+    fn each_session_gets_its_site_miners_state() {
+        let miners = vec![
+            site_miner("a", "acct.a"),
+            site_miner("b", "acct.b"),
+            site_miner("c", "acct.c"),
+            site_miner("d", "acct.d"),
+            // A second entry for a worker already listed: the first one decides.
+            site_miner("a-again", "acct.a"),
+        ];
+        let status = CurtailmentStatus {
+            held: vec!["a".into()],
+            paused: vec!["b".into()],
+            limited: vec![LimitedMiner {
+                id: "c".into(),
+                watts: 1800,
+            }],
+            ..Default::default()
+        };
+        let withheld = vec![
+            MinerSelector::Worker("acct.w".into()),
+            MinerSelector::Ip("10.0.0.9".parse().unwrap()),
+        ];
+        let index = PowerIndex::new(&miners, Some(&status), &withheld);
+        let state = |workers: &[&str], ip: &str| index.power_state(&view(workers, ip));
+        assert_eq!(state(&["acct.a"], "10.0.0.2"), "paused (operator)");
+        assert_eq!(state(&["acct.b"], "10.0.0.2"), "paused (curtailment)");
+        assert_eq!(
+            state(&["acct.c"], "10.0.0.2"),
+            "limited to 1800 W (curtailment)"
+        );
+        assert_eq!(state(&["acct.d"], "10.0.0.2"), "running");
+        assert_eq!(state(&["unmanaged"], "10.0.0.2"), "running");
+        assert_eq!(state(&["acct.w"], "10.0.0.2"), "withheld");
+        assert_eq!(state(&["acct.b"], "10.0.0.9"), "withheld");
+        // Several workers on one connection: the first site miner in config order decides.
+        assert_eq!(
+            state(&["acct.d", "acct.b"], "10.0.0.2"),
+            "paused (curtailment)"
+        );
+        // Without a curtailment loop everything not withheld runs.
+        let no_loop = PowerIndex::new(&miners, None, &withheld);
+        assert_eq!(
+            no_loop.power_state(&view(&["acct.b"], "10.0.0.2")),
+            "running"
+        );
+        assert_eq!(
+            no_loop.power_state(&view(&["acct.w"], "10.0.0.2")),
+            "withheld"
+        );
     }
 }
