@@ -368,6 +368,94 @@ mod tests {
         }
     }
 
+    /// Every numeric `[curtailment]` key refuses what makes no sense, naming itself.
+    #[test]
+    fn each_curtailment_key_names_itself_when_bad() {
+        type Edit = fn(&mut CurtailmentSection);
+        let cases: [(&str, Edit); 10] = [
+            ("curtailment.margin_kw", |c| c.margin_kw = -1.0),
+            ("curtailment.margin_kw", |c| c.margin_kw = f64::NAN),
+            ("curtailment.hysteresis_kw", |c| c.hysteresis_kw = -0.1),
+            ("curtailment.hysteresis_kw", |c| {
+                c.hysteresis_kw = f64::INFINITY
+            }),
+            ("curtailment.restore_step_kw", |c| c.restore_step_kw = 0.0),
+            ("curtailment.restore_step_kw", |c| c.restore_step_kw = -5.0),
+            ("curtailment.tick_ms", |c| c.tick_ms = 0),
+            ("curtailment.report_interval_secs", |c| {
+                c.report_interval_secs = 0
+            }),
+            ("curtailment.command_timeout_ms", |c| {
+                c.command_timeout_ms = 0
+            }),
+            ("curtailment.meter", |c| c.meter = Some("nope".into())),
+        ];
+        for (key, edit) in cases {
+            let mut c = CurtailmentSection::default();
+            edit(&mut c);
+            let e = check(&c, &[]).unwrap_err();
+            assert_eq!(e.key, key, "{e:?}");
+            assert!(!e.fix.is_empty(), "{key}: the error says how to fix it");
+        }
+        assert!(check(&CurtailmentSection::default(), &[]).is_ok());
+    }
+
+    /// Every `[[miners]]` key refuses what makes no sense, naming the miner and the key.
+    #[test]
+    fn each_miner_key_names_itself_when_bad() {
+        let c = CurtailmentSection::default();
+        let cases = [
+            (
+                "miners[0].nominal_w",
+                miner("cgminer", "").with(|m| m.nominal_w = 0.0),
+            ),
+            (
+                "miners[0].nominal_w",
+                miner("cgminer", "").with(|m| m.nominal_w = f64::NAN),
+            ),
+            ("miners[0].idle_w", miner("cgminer", "idle_w = -1")),
+            ("miners[0].idle_w", miner("cgminer", "idle_w = 4000")),
+            (
+                "miners[0].efficiency_j_per_th",
+                miner("cgminer", "").with(|m| m.efficiency_j_per_th = 0.0),
+            ),
+            (
+                "miners[0].address",
+                miner("cgminer", "").with(|m| m.address = String::new()),
+            ),
+        ];
+        for (key, m) in cases {
+            let e = check(&c, &[m]).unwrap_err();
+            assert_eq!(e.key, key, "{e:?}");
+        }
+        // Two entries for one machine.
+        let e = check(
+            &c,
+            &[
+                miner("cgminer", "id = \"r1\""),
+                miner("lux_os", "id = \"r1\""),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "miners[1].id");
+        assert!(e.problem.contains("miners[0]"), "{e:?}");
+        // Miners to curtail need a meter that sees the whole site.
+        let e = validate(&[], &GridSection::default(), &c, &[miner("cgminer", "")]).unwrap_err();
+        assert_eq!(e.key, "curtailment.meter");
+        assert!(e.fix.contains("site_total"), "{e:?}");
+    }
+
+    trait With: Sized {
+        fn with(self, f: impl FnOnce(&mut Self)) -> Self;
+    }
+
+    impl With for SiteMiner {
+        fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+            f(&mut self);
+            self
+        }
+    }
+
     #[test]
     fn learn_weight_must_be_a_weight() {
         for bad in [0.0, -0.5, 1.5, f64::NAN] {
