@@ -130,6 +130,8 @@ pub struct ControllerState {
     last_restore: Option<Instant>,
     /// When the controller last shed, and what it expected the site to draw after it.
     last_shed: Option<(Instant, f64)>,
+    /// When the controller last restored, and what it expected the site to draw after it.
+    restored_to: Option<(Instant, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,9 +332,18 @@ fn plan_shed(cands: &[&MinerInfo], mut need_w: f64) -> Plan {
 }
 
 pub fn decide(cfg: &ControllerConfig, state: &mut ControllerState, inputs: Inputs<'_>) -> Decision {
-    let site_kw = inputs
+    let mut site_kw = inputs
         .measured_kw
         .unwrap_or_else(|| estimated_kw(inputs.miners));
+    // A reading from before the last restore has settled does not show the miners it resumed
+    // yet: until the meter catches up, count on what that restore was expected to bring. A
+    // signal arriving right after a restore would otherwise shed for the lower, stale reading
+    // and wait a whole `settle` before shedding the rest.
+    if let (Some(measured), Some((at, expected))) = (inputs.measured_kw, state.restored_to) {
+        if inputs.measured_at.unwrap_or(inputs.now) < at + cfg.settle {
+            site_kw = measured.max(expected);
+        }
+    }
     let Some(limit) = inputs.limit_kw else {
         return restore(
             cfg,
@@ -380,6 +391,8 @@ pub fn decide(cfg: &ControllerConfig, state: &mut ControllerState, inputs: Input
         let expected = site_kw - plan.saved_w / 1000.0;
         if !actions.is_empty() {
             state.last_shed = Some((inputs.now, expected));
+            // What the last restore expected to bring is part of this expectation now.
+            state.restored_to = None;
         }
         let why = if inputs.measured_kw.is_none() {
             "meter blind during a signal: shedding by estimate"
@@ -481,6 +494,7 @@ fn restore(
     }
     if !actions.is_empty() {
         state.last_restore = Some(inputs.now);
+        state.restored_to = Some((inputs.now, expected));
         // What the last shed expected to leave no longer holds.
         state.last_shed = None;
     }
@@ -560,6 +574,91 @@ mod tests {
             },
         );
         assert!(d.actions.is_empty(), "{d:?}");
+    }
+
+    /// A signal right after a restore, with the meter still reading the curtailed site: the
+    /// shed is sized for what the restore brought back, not for the stale reading (which would
+    /// leave the site over the limit for a whole settle time).
+    #[test]
+    fn a_signal_right_after_a_restore_sheds_for_the_restored_site() {
+        let cfg = ControllerConfig {
+            restore_step_kw: 1e9,
+            restore_interval: Duration::ZERO,
+            ..Default::default()
+        };
+        let mut st = ControllerState::default();
+        let mut m = site();
+        for x in &mut m[5..] {
+            x.state = PowerState::Paused;
+        }
+        let t0 = Instant::now();
+        // No signal: everything comes back. Five paused miners: 15.75 kW more expected.
+        let stale_kw = 2.0 + 5.0 * 3.25 + 5.0 * 0.1;
+        let d = decide(
+            &cfg,
+            &mut st,
+            Inputs {
+                now: t0,
+                measured_kw: Some(stale_kw),
+                measured_at: None,
+                limit_kw: None,
+                miners: &m,
+            },
+        );
+        assert_eq!(ids(&d), ["m5", "m6", "m7", "m8", "m9"]);
+        apply(&mut m, &d);
+        let full_kw = d.expected_kw;
+        assert!((full_kw - 34.5).abs() < 1e-9, "{full_kw}");
+        // 100 ms later a signal; the newest reading was taken before the restore showed.
+        let d = decide(
+            &cfg,
+            &mut st,
+            Inputs {
+                now: t0 + Duration::from_millis(100),
+                measured_kw: Some(stale_kw),
+                measured_at: Some(t0 + Duration::from_millis(50)),
+                limit_kw: Some(13.8),
+                miners: &m,
+            },
+        );
+        // The same eight miners as from a settled full site, at once.
+        assert_eq!(ids(&d), ["m9", "m8", "m7", "m6", "m5", "m4", "m3", "m2"]);
+        assert!(d.expected_kw <= 13.8 - cfg.margin_kw, "{}", d.expected_kw);
+        // A reading taken after the restore settled is believed as it is again.
+        let mut st = ControllerState::default();
+        let mut m2 = site();
+        for x in &mut m2[5..] {
+            x.state = PowerState::Paused;
+        }
+        let d = decide(
+            &cfg,
+            &mut st,
+            Inputs {
+                now: t0,
+                measured_kw: Some(stale_kw),
+                measured_at: None,
+                limit_kw: None,
+                miners: &m2,
+            },
+        );
+        apply(&mut m2, &d);
+        let later = t0 + cfg.settle + Duration::from_millis(100);
+        let d = decide(
+            &cfg,
+            &mut st,
+            Inputs {
+                now: later,
+                // Under limit − margin (11.8), inside the hysteresis band: hold.
+                measured_kw: Some(11.0),
+                measured_at: Some(later),
+                limit_kw: Some(13.8),
+                miners: &m2,
+            },
+        );
+        assert!(
+            d.actions.is_empty(),
+            "a settled reading under the limit holds: {d:?}"
+        );
     }
 
     #[test]
