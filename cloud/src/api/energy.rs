@@ -12,7 +12,7 @@
 //! A period `[from, to)` is in unix seconds (default: the last 24 h) and takes the reports
 //! whose interval starts in it.
 
-use super::{constant_time_eq, ApiError, ApiResult, Shared};
+use super::{bearer_token, constant_time_eq, ApiError, ApiResult, Shared};
 use crate::energy::carbon::{resolve_factor, FactorError, GramsCo2e, KilowattHours, Totals};
 use crate::energy::config::valid_site_id;
 use crate::energy::store::{Ingest, SiteSummary, SourceSummary, Summary};
@@ -20,7 +20,7 @@ use crate::energy::{report, EnergySection, EnergySite, SourceKind};
 use crate::monitor::unix_ms;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
@@ -37,12 +37,7 @@ fn authorize_site<'a>(
             "energy reports are disabled: no [[energy.sites]] is configured; fix: add the site with its id and token to the coordinator's config",
         ));
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(given) = given else {
+    let Some(given) = bearer_token(headers) else {
         return Err(ApiError::unauthorized(
             "missing bearer token; fix: send Authorization: Bearer <the site's energy.report.token>",
         ));

@@ -153,12 +153,7 @@ impl ApiState {
                 "write endpoints are disabled: api.token is not set; fix: set api.token in the config",
             ));
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(given) = given else {
+        let Some(given) = bearer_token(headers) else {
             return Err(ApiError::unauthorized(
                 "missing bearer token; fix: send Authorization: Bearer <api.token>",
             ));
@@ -188,6 +183,15 @@ impl ApiState {
 
 /// Equal without an early exit: both sides are hashed first, so neither the position of the
 /// first difference nor the token's length shows in the time taken.
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (ha, hb) = (sha256::Hash::hash(a), sha256::Hash::hash(b));
     let diff = ha
