@@ -2,7 +2,7 @@
 
 use crate::context::FoundBlock;
 use crate::job_feed::JobFeed;
-use crate::ledger::{BlockStatus, LedgerEvent};
+use crate::ledger::{BlockStatus, LedgerEvent, LedgerSender};
 use crate::monitor::NodeMonitor;
 use crate::stats::{bump, PoolStats};
 use crate::template::TemplateSource;
@@ -16,7 +16,7 @@ const SUBMIT_ATTEMPTS: u32 = 5;
 pub async fn run_submitter<S: TemplateSource>(
     source: Arc<S>,
     mut found: mpsc::UnboundedReceiver<FoundBlock>,
-    ledger: mpsc::UnboundedSender<LedgerEvent>,
+    ledger: Arc<LedgerSender>,
     feed: Arc<JobFeed>,
     stats: Arc<PoolStats>,
     node: Arc<NodeMonitor>,
@@ -55,7 +55,7 @@ pub async fn run_submitter<S: TemplateSource>(
                 (BlockStatus::Rejected, Some(e.to_string()))
             }
         };
-        let _ = ledger.send(LedgerEvent::BlockStatus {
+        ledger.send(LedgerEvent::BlockStatus {
             hash: block.hash,
             status,
             reason,

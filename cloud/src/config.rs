@@ -164,8 +164,12 @@ impl Default for VardiffSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSection {
     pub path: PathBuf,
-    /// Shares are committed in batches at least this often; a crash loses at most this much.
+    /// Shares are committed in batches this often; a share is answered once its batch is
+    /// committed, so this is also the most a share's answer waits.
     pub flush_interval_ms: u64,
+    /// While commits fail (disk full, read-only), shares are still answered from memory for up
+    /// to this many unwritten rows; past it, answers wait for the disk. 0 = no limit.
+    pub max_unwritten: usize,
 }
 
 impl Default for LedgerSection {
@@ -173,6 +177,7 @@ impl Default for LedgerSection {
         LedgerSection {
             path: PathBuf::from("blgv-cloud.db"),
             flush_interval_ms: 100,
+            max_unwritten: 1_000_000,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::config::{validate_address, Config};
 use crate::job_feed::JobFeed;
-use crate::ledger::LedgerEvent;
+use crate::ledger::{LedgerEvent, LedgerSender};
 use crate::monitor::LiveFeed;
 use crate::payout::{solo_split, PayoutSettings, Sats, Scheme};
 use crate::stats::PoolStats;
@@ -10,7 +10,7 @@ use bitcoin::ScriptBuf;
 use blgv_stratum::VardiffRules;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,7 +29,9 @@ pub struct PoolContext {
     pub vardiff: VardiffRules,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    pub(crate) ledger: mpsc::UnboundedSender<LedgerEvent>,
+    pub(crate) ledger: Arc<LedgerSender>,
+    /// How many ledger events may be answered for (see [`crate::ledger`]).
+    pub(crate) ledger_released: watch::Receiver<u64>,
     pub(crate) blocks: mpsc::UnboundedSender<FoundBlock>,
     /// The validated `[payout]` section: which accounts mine SOLO, and where they are paid.
     pub payout: Arc<PayoutSettings>,
@@ -45,7 +47,8 @@ impl PoolContext {
         stats: Arc<PoolStats>,
         vardiff: VardiffRules,
         shutdown: CancellationToken,
-        ledger: mpsc::UnboundedSender<LedgerEvent>,
+        ledger: Arc<LedgerSender>,
+        ledger_released: watch::Receiver<u64>,
         blocks: mpsc::UnboundedSender<FoundBlock>,
         payout: Arc<PayoutSettings>,
         live: LiveFeed,
@@ -58,6 +61,7 @@ impl PoolContext {
             shutdown,
             tasks: TaskTracker::new(),
             ledger,
+            ledger_released,
             blocks,
             payout,
             live,
@@ -74,9 +78,9 @@ impl PoolContext {
         n.to_be_bytes()[8 - size..].to_vec()
     }
 
-    pub fn record(&self, event: LedgerEvent) {
-        // The writer outlives every session (it stops after they are gone).
-        let _ = self.ledger.send(event);
+    /// Queue `event` for the ledger; returns its ticket (answer once it is released).
+    pub fn record(&self, event: LedgerEvent) -> u64 {
+        self.ledger.send(event)
     }
 
     pub fn submit_block(&self, block: FoundBlock) {

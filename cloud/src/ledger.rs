@@ -6,15 +6,26 @@
 //! own table with the winning share's id and a status (submitted, accepted, rejected, orphaned).
 //!
 //! Sessions send events to one writer task that commits them in batches (one transaction per
-//! `flush_interval`, more rows per batch under load). **What a crash can lose:** shares accepted
-//! in the last flush interval (100 ms by default). A found block is committed in the batch that
-//! carries it, before its submission result is known, and its status is updated afterwards.
+//! `flush_interval`, more rows per batch under load). A session answers a share `true` only
+//! once the writer reports the batch holding it committed ([`LedgerSender`] numbers the events,
+//! the writer publishes how many may be acknowledged), so **a crash loses no acknowledged
+//! share**: what a kill takes is shares whose answer was still held, which the miner never saw
+//! accepted. The price is up to one flush interval (100 ms by default) on each answer.
+//!
+//! While commits fail (disk full, read-only file system), mining goes on: the writer keeps the
+//! uncommitted rows in memory, retries every interval, and lets sessions answer from memory
+//! for up to `ledger.max_unwritten` rows; past that, answers wait until the disk takes writes
+//! again. Health and metrics say so the whole time. A found block is committed in the batch
+//! that carries it, before its submission result is known, and its status is updated
+//! afterwards.
 
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Clone)]
 pub struct ShareRecord {
@@ -159,15 +170,48 @@ pub fn write_batch(conn: &mut Connection, events: &[LedgerEvent]) -> Result<(), 
     Ok(())
 }
 
+/// The ledger's one way in. It numbers every event in the order the writer receives it, so a
+/// session can hold a share's answer until the writer has released that number.
+pub struct LedgerSender {
+    // The count and the send move together, or two sessions could swap order between taking a
+    // number and queueing: the writer would then release a number it has not yet seen.
+    inner: Mutex<(u64, mpsc::UnboundedSender<LedgerEvent>)>,
+}
+
+impl LedgerSender {
+    pub fn new(tx: mpsc::UnboundedSender<LedgerEvent>) -> LedgerSender {
+        LedgerSender {
+            inner: Mutex::new((0, tx)),
+        }
+    }
+
+    /// Queue `event`; returns its ticket, released once the writer's released count reaches it.
+    pub fn send(&self, event: LedgerEvent) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0 += 1;
+        // The writer outlives every sender (it stops after they are all gone).
+        let _ = inner.1.send(event);
+        inner.0
+    }
+}
+
 /// What the writer tells the rest of the pool.
 #[derive(Default)]
 pub struct WriterSignals {
-    /// Set while commits fail (for `/health`).
-    pub failing: Option<Arc<crate::stats::PoolStats>>,
+    /// Commit failures and rows held in memory (for `/health` and `/metrics`).
+    pub stats: Option<Arc<crate::stats::PoolStats>>,
     /// Notified after a batch that carried a block or a block status is committed (the payout
     /// task credits blocks once their status is in the database).
     pub blocks_committed: Option<Arc<tokio::sync::Notify>>,
+    /// How many events, in [`LedgerSender`] order, sessions may answer for: every committed
+    /// one, or while commits fail, every received one as long as at most `max_unwritten` wait.
+    pub released: Option<watch::Sender<u64>>,
+    /// Rows the writer may hold uncommitted and still let sessions answer (0: no limit).
+    pub max_unwritten: usize,
 }
+
+/// Rows taken from the channel per transaction at most.
+const MAX_BATCH: usize = 65536;
 
 /// The single writer: batch what arrives, commit at most once per `interval`, stop when every
 /// sender is gone (after committing the rest).
@@ -179,9 +223,33 @@ pub async fn run_writer(
 ) {
     let mut conn = Some(conn);
     let mut buf = Vec::with_capacity(4096);
+    let mut received = 0u64;
     loop {
         let started = Instant::now();
-        if rx.recv_many(&mut buf, 65536).await == 0 {
+        let closed = if buf.is_empty() {
+            let n = rx.recv_many(&mut buf, MAX_BATCH).await;
+            received += n as u64;
+            n == 0
+        } else {
+            // Retrying a failed batch: add what is queued, but do not wait for more (an idle
+            // pool must still get its rows written once the disk is back).
+            let mut closed = false;
+            for _ in 0..MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(e) => {
+                        buf.push(e);
+                        received += 1;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            closed
+        };
+        if buf.is_empty() {
             return; // all senders dropped, nothing pending
         }
         let batch = std::mem::take(&mut buf);
@@ -194,27 +262,47 @@ pub async fn run_writer(
         .expect("ledger writer does not panic");
         conn = Some(c);
         if let Err(e) = result {
-            // Keep the batch and retry next round: a full disk must not lose shares.
-            tracing::error!(error = %e, rows = batch.len(), "ledger commit failed; will retry");
-            if let Some(stats) = &signals.failing {
-                stats
-                    .ledger_failing
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            let held = batch.len();
+            if let Some(stats) = &signals.stats {
+                stats.ledger_failing.store(true, Relaxed);
+                stats.ledger_commit_failures.fetch_add(1, Relaxed);
+                stats.ledger_unwritten.store(held as u64, Relaxed);
             }
+            if closed {
+                tracing::error!(error = %e, rows = held, "ledger commit failed while the pool stops; these rows are lost");
+                return;
+            }
+            // Keep the batch and retry next round: a full disk must not lose shares.
+            tracing::error!(error = %e, rows = held, "ledger commit failed; rows kept in memory and retried");
             buf = batch;
+            if let Some(released) = &signals.released {
+                if signals.max_unwritten == 0 || held <= signals.max_unwritten {
+                    released.send_replace(received);
+                }
+            }
             tokio::time::sleep(interval).await;
             continue;
         }
-        if let Some(stats) = &signals.failing {
-            stats
-                .ledger_failing
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(stats) = &signals.stats {
+            if stats.ledger_failing.swap(false, Relaxed) {
+                tracing::info!(
+                    rows = batch.len(),
+                    "ledger commits work again; the rows held in memory are written"
+                );
+            }
+            stats.ledger_unwritten.store(0, Relaxed);
+        }
+        if let Some(released) = &signals.released {
+            released.send_replace(received);
         }
         let has_block = batch.iter().any(|e| !matches!(e, LedgerEvent::Share(_)));
         if has_block {
             if let Some(n) = &signals.blocks_committed {
                 n.notify_one();
             }
+        }
+        if closed {
+            return;
         }
         let elapsed = started.elapsed();
         if elapsed < interval && !rx.is_closed() {
@@ -236,6 +324,80 @@ mod tests {
             height: 7,
             job_id: "j".into(),
         }
+    }
+
+    async fn released_reaches(rx: &mut watch::Receiver<u64>, n: u64) {
+        let reached = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r >= n))
+            .await
+            .map(|r| r.is_ok());
+        assert!(
+            matches!(reached, Ok(true)),
+            "released stayed at {} instead of reaching {n}",
+            *rx.borrow()
+        );
+    }
+
+    fn rows(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM shares", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Answers follow commits; while commits fail they follow memory up to `max_unwritten`,
+    /// then wait; when the database takes writes again every held row is written.
+    #[tokio::test]
+    async fn answers_wait_for_commits_and_a_failing_database_holds_rows_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let conn = open_database(&path).unwrap();
+        conn.busy_timeout(Duration::ZERO).unwrap(); // a locked database fails at once
+        let stats = Arc::new(crate::stats::PoolStats::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = LedgerSender::new(tx);
+        let (released_tx, mut released) = watch::channel(0u64);
+        let writer = tokio::spawn(run_writer(
+            rx,
+            conn,
+            Duration::from_millis(10),
+            WriterSignals {
+                stats: Some(stats.clone()),
+                blocks_committed: None,
+                released: Some(released_tx),
+                max_unwritten: 3,
+            },
+        ));
+
+        assert_eq!(sender.send(LedgerEvent::Share(share("a", 1.0))), 1);
+        released_reaches(&mut released, 1).await;
+        assert_eq!(rows(&path), 1, "released only once committed");
+
+        // Another connection holds the write lock: commits fail.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        sender.send(LedgerEvent::Share(share("a", 1.0)));
+        sender.send(LedgerEvent::Share(share("b", 1.0)));
+        released_reaches(&mut released, 3).await;
+        assert!(stats.ledger_failing.load(Relaxed));
+        assert_eq!(stats.ledger_unwritten.load(Relaxed), 2);
+        // Two more make four unwritten rows, over the cap of three: no more answers.
+        sender.send(LedgerEvent::Share(share("b", 1.0)));
+        sender.send(LedgerEvent::Share(share("b", 1.0)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*released.borrow(), 3, "past max_unwritten answers wait");
+        assert!(stats.ledger_commit_failures.load(Relaxed) >= 2);
+
+        blocker.execute_batch("ROLLBACK").unwrap();
+        released_reaches(&mut released, 5).await;
+        assert_eq!(
+            rows(&path),
+            5,
+            "every held row written once the lock is gone"
+        );
+        assert!(!stats.ledger_failing.load(Relaxed));
+        assert_eq!(stats.ledger_unwritten.load(Relaxed), 0);
+        drop(sender);
+        writer.await.unwrap();
     }
 
     #[test]

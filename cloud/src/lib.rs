@@ -158,6 +158,8 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         retarget_interval: Duration::from_secs(v.retarget_secs),
     };
     let (ledger_tx, ledger_rx) = mpsc::unbounded_channel();
+    let ledger_tx = Arc::new(ledger::LedgerSender::new(ledger_tx));
+    let (released_tx, released_rx) = tokio::sync::watch::channel(0u64);
     let (blocks_tx, blocks_rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let live = monitor::LiveFeed::default();
@@ -174,6 +176,7 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         vardiff,
         shutdown.clone(),
         ledger_tx.clone(),
+        released_rx,
         blocks_tx,
         settings.clone(),
         live.clone(),
@@ -185,8 +188,10 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         conn,
         Duration::from_millis(config.ledger.flush_interval_ms),
         ledger::WriterSignals {
-            failing: Some(stats.clone()),
+            stats: Some(stats.clone()),
             blocks_committed: Some(blocks_committed),
+            released: Some(released_tx),
+            max_unwritten: config.ledger.max_unwritten,
         },
     ));
     let submitter = tokio::spawn(blocks::run_submitter(

@@ -46,6 +46,7 @@ pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketA
     ctx.stats.connections.fetch_add(1, Relaxed);
     let mut s = Session::new(ctx.clone(), peer, write);
     let mut jobs = ctx.feed.subscribe();
+    let mut released = ctx.ledger_released.clone();
     let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -66,7 +67,12 @@ pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketA
                 if let Some(job) = job { s.send_job(&job); }
             }
             _ = tick.tick() => s.on_tick(),
+            // Shares are answered once the ledger holds them.
+            r = released.changed(), if !s.held_answers.is_empty() => {
+                if r.is_err() { break; } // the writer is gone: the pool is stopping
+            }
         }
+        s.answer_recorded(*released.borrow_and_update());
         if s.flush().await.is_err() {
             break;
         }
@@ -96,6 +102,8 @@ struct Session {
     solo: Option<SoloPayee>,
     /// This connection's own SOLO jobs, oldest first.
     solo_jobs: VecDeque<Arc<PoolJob>>,
+    /// Accepted shares not answered yet: (ledger ticket, request id), in ticket order.
+    held_answers: VecDeque<(u64, Value)>,
 }
 
 fn unix_ms() -> i64 {
@@ -129,6 +137,7 @@ impl Session {
             last_job_id: None,
             solo: None,
             solo_jobs: VecDeque::new(),
+            held_answers: VecDeque::new(),
         }
     }
 
@@ -344,6 +353,19 @@ impl Session {
         }
     }
 
+    /// Answer `true` to every held share whose ledger ticket is released: only a share the
+    /// ledger holds is acknowledged, so a crash cannot take an accepted share with it.
+    fn answer_recorded(&mut self, released: u64) {
+        while let Some((ticket, _)) = self.held_answers.front() {
+            if *ticket > released {
+                break;
+            }
+            if let Some((_, id)) = self.held_answers.pop_front() {
+                line::push_ok_true(&mut self.out, &id);
+            }
+        }
+    }
+
     fn reject(&mut self, id: &Value, worker: Option<&str>, why: ShareRejection) {
         bump(&self.ctx.stats.shares_rejected);
         self.ctx.stats.count_rejection(why.reason());
@@ -406,7 +428,6 @@ impl Session {
             Ok(ok) => ok,
             Err(why) => return self.reject(id, Some(&submit.worker), why),
         };
-        self.out.push_str(&line::ok(id, Value::Bool(true)));
         bump(&self.ctx.stats.shares_accepted);
         self.ctx.stats.add_difficulty(credited.as_f64());
         let worker = self
@@ -442,18 +463,20 @@ impl Session {
                 "solo": self.solo.is_some(),
                 "time_ms": record.time_ms,
             }));
-            self.ctx.record(LedgerEvent::Block {
+            let ticket = self.ctx.record(LedgerEvent::Block {
                 share: record,
                 hash: hash.clone(),
                 reward_sats: job.template.coinbase_value,
             });
+            self.held_answers.push_back((ticket, id.clone()));
             self.ctx.submit_block(FoundBlock {
                 hash,
                 height: job.template.height,
                 hex: hex::encode(block),
             });
         } else {
-            self.ctx.record(LedgerEvent::Share(record));
+            let ticket = self.ctx.record(LedgerEvent::Share(record));
+            self.held_answers.push_back((ticket, id.clone()));
         }
         let from = self.vardiff.current();
         if let Some(to) = self.vardiff.on_share(

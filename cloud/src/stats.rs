@@ -29,6 +29,10 @@ pub struct PoolStats {
     pub stratum_listening: AtomicBool,
     /// The ledger writer's last commit failed (it keeps the batch and retries).
     pub ledger_failing: AtomicBool,
+    /// Ledger commits that failed since start.
+    pub ledger_commit_failures: AtomicU64,
+    /// Rows the ledger writer holds in memory because its commits fail.
+    pub ledger_unwritten: AtomicU64,
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub shares_accepted: AtomicU64,

@@ -35,7 +35,8 @@ pub async fn health(State(state): State<Shared>) -> ApiResult {
     let database = match (db, failing) {
         (Ok(_), false) => check(true, format!("{}", state.config.ledger.path.display())),
         (Ok(_), true) => {
-            reasons.push("database: the share ledger's last commit failed (disk full or locked?); shares are kept in memory and retried".into());
+            let held = state.stats.ledger_unwritten.load(Relaxed);
+            reasons.push(format!("database: the share ledger's last commit failed (disk full, read-only or locked?); {held} rows are kept in memory and retried; fix: free space on, or remount read-write, the file system of {}", state.config.ledger.path.display()));
             check(false, "ledger commits failing")
         }
         (Err(e), _) => {

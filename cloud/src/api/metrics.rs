@@ -162,6 +162,18 @@ impl Collector for PoolCollector {
                 },
             )],
         )?;
+        counter(
+            &mut e,
+            "ledger_commit_failures",
+            "Share-ledger commits that failed (each is retried)",
+            &[(vec![], s.ledger_commit_failures.load(Relaxed) as f64)],
+        )?;
+        gauge(
+            &mut e,
+            "ledger_unwritten_rows",
+            "Rows held in memory because the share ledger's commits fail",
+            &[(vec![], s.ledger_unwritten.load(Relaxed) as f64)],
+        )?;
         let p = self.payouts.health();
         counter(
             &mut e,
