@@ -7,12 +7,17 @@
 //!
 //! **What a crash can lose:** the counters gathered since the last commit — at most one flush
 //! interval (1 s by default) of share counts. Shares themselves are not lost: miners were
-//! answered and upstream forwards were sent; only this local accounting is.
+//! answered and upstream forwards were sent, and the pool answers a forward only once its own
+//! ledger holds it; only this local accounting is.
+//!
+//! **When commits fail** (disk full, read-only file system) mining goes on: the batch is put
+//! back and retried every interval, and [`LedgerHealth`] tells `/health` and `/metrics`.
 
 use blgv_stratum::ShareRejection;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +75,43 @@ struct Pending {
 #[derive(Clone)]
 pub struct Ledger {
     pending: Arc<Mutex<Pending>>,
+    health: Arc<LedgerHealth>,
+}
+
+/// How the writer is doing, for `/health` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct LedgerHealth {
+    /// The last commit failed; the counters wait in memory.
+    pub failing: AtomicBool,
+    /// Failed commits since start.
+    pub failures: AtomicU64,
+    /// Successful commits since start.
+    pub commits: AtomicU64,
+    /// The last commit error, kept until a commit succeeds.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl LedgerHealth {
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn succeeded(&self) {
+        self.commits.fetch_add(1, Relaxed);
+        if self.failing.swap(false, Relaxed) {
+            tracing::info!("ledger commits work again; the counters held in memory are written");
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn failed(&self, e: &LedgerError) {
+        self.failures.fetch_add(1, Relaxed);
+        self.failing.store(true, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+    }
 }
 
 fn unix_now() -> i64 {
@@ -168,7 +210,12 @@ impl Ledger {
     pub fn new() -> Ledger {
         Ledger {
             pending: Arc::new(Mutex::new(Pending::default())),
+            health: Arc::new(LedgerHealth::default()),
         }
+    }
+
+    pub fn health(&self) -> &LedgerHealth {
+        &self.health
     }
 
     fn with_minute(&self, worker: &Arc<str>, f: impl FnOnce(&mut WorkerMinute)) {
@@ -209,9 +256,13 @@ impl Ledger {
         }
         let rows = batch.minutes.len();
         match write_batch(conn, &batch) {
-            Ok(()) => Ok(rows),
+            Ok(()) => {
+                self.health.succeeded();
+                Ok(rows)
+            }
             Err(e) => {
                 self.merge_back(batch);
+                self.health.failed(&e);
                 Err(e)
             }
         }
@@ -351,8 +402,13 @@ mod tests {
         ledger.record_accepted(&w, 1.0, false);
         conn.execute_batch("DROP TABLE worker_minute").unwrap();
         assert!(ledger.flush(&mut conn).is_err());
+        assert!(ledger.health().failing.load(Relaxed));
+        assert!(ledger.health().last_error().is_some());
         conn.execute_batch(SCHEMA).unwrap();
         assert_eq!(ledger.flush(&mut conn).unwrap(), 1);
+        assert!(!ledger.health().failing.load(Relaxed));
+        assert_eq!(ledger.health().failures.load(Relaxed), 1);
+        assert_eq!(ledger.health().last_error(), None);
         let acc: i64 = conn
             .query_row("SELECT accepted FROM worker_minute", [], |r| r.get(0))
             .unwrap();

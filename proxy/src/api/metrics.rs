@@ -29,6 +29,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "blgv_proxy_curtailment_miners_shed",
     "blgv_proxy_control_commands_total",
     "blgv_proxy_miners_withheld",
+    "blgv_proxy_ledger_commit_failing",
+    "blgv_proxy_ledger_commit_failures_total",
 ];
 
 /// Exported only when `[energy]` is configured.
@@ -256,6 +258,19 @@ impl Collector for ProxyCollector {
             "blgv_proxy_miners_withheld",
             "Miners whose work is withheld (curtailment's last resort)",
             &[(vec![], s.ctx.withholding.withheld().len() as f64)],
+        )?;
+        let ledger = s.ctx.ledger.health();
+        gauge(
+            &mut e,
+            "blgv_proxy_ledger_commit_failing",
+            "1 while the share ledger's commits fail (counters wait in memory)",
+            &[(vec![], f64::from(u8::from(ledger.failing.load(Relaxed))))],
+        )?;
+        counter(
+            &mut e,
+            "blgv_proxy_ledger_commit_failures",
+            "Share-ledger commits that failed (each is retried)",
+            &[(vec![], ledger.failures.load(Relaxed))],
         )?;
         if let Some(energy) = &s.energy {
             let st = energy.status();

@@ -4,6 +4,7 @@
 //! whoever can reach the listener (loopback by default); the POST actions need
 //! `Authorization: Bearer <api.admin_token>`, compared in constant time.
 
+pub mod health;
 pub mod metrics;
 pub mod views;
 
@@ -116,6 +117,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics_text))
+        .route("/health", get(health_check))
         .fallback(not_found)
         .with_state(state)
 }
@@ -157,6 +159,11 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "no such endpoint; see the README's status API table",
     )
+}
+
+async fn health_check(State(s): Shared) -> Response {
+    let (code, body) = health::health(&s);
+    (code, Json(body)).into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {
