@@ -14,10 +14,10 @@ use crate::router::Backoff;
 use crate::stats::{bump, PoolCounters};
 use crate::upstream::{Handshake, Incoming, UpstreamConn, UpstreamError, FIRST_SUBMIT_ID};
 use blgv_stratum::{Difficulty, Extranonce, ServerNotification, Submit};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// What sessions on a channel are told.
@@ -81,7 +81,7 @@ impl Channel {
             forwards: forwards_rx,
             epoch: 0,
             layout: None,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             next_id: FIRST_SUBMIT_ID,
         };
         ctx.tasks.spawn(task.run());
@@ -151,7 +151,8 @@ struct ChannelTask {
     epoch: u64,
     /// Kept across links so miners keep their index width (and slot) on failover.
     layout: Option<ExtranonceLayout>,
-    pending: HashMap<u64, PendingForward>,
+    /// By request id, which only grows: the first entry is the oldest forward.
+    pending: BTreeMap<u64, PendingForward>,
     next_id: u64,
 }
 
@@ -300,16 +301,40 @@ impl ChannelTask {
         }
         let mut active = self.ctx.router.watch();
         let shutdown = self.ctx.shutdown.clone();
+        // A pool can keep the TCP connection up and stop answering (a black-holed route, a hung
+        // process): nothing fails, miners hash on a dead job. Look once a second.
+        let failover = &self.ctx.config.failover;
+        let (answer_timeout, silence_timeout) =
+            (failover.answer_timeout(), failover.silence_timeout());
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
         loop {
             tokio::select! {
+                _ = watchdog.tick() => {
+                    let oldest = self.pending.first_key_value().map(|(_, p)| p.sent_at.elapsed());
+                    let stage = match oldest {
+                        Some(waited) if waited > answer_timeout => Some("a share within failover.answer_timeout_ms"),
+                        _ if silence_timeout.is_some_and(|t| last_heard.elapsed() > t) => Some("anything within failover.silence_timeout_ms"),
+                        _ => None,
+                    };
+                    if let Some(stage) = stage {
+                        tracing::error!(channel = self.channel.id, pool = %label, unanswered = self.pending.len(), "the pool went silent; dropping the connection and failing over");
+                        self.ctx.router.report_failure(pool);
+                        self.drop_link();
+                        return LinkEnd::Lost(UpstreamError::Timeout { pool: label.to_string(), stage });
+                    }
+                }
                 incoming = conn.next() => match incoming {
                     Ok(Incoming::Notification(n)) => {
+                        last_heard = Instant::now();
                         if let Err(e) = self.on_notification(&mut link, n, pool, &label) {
                             self.drop_link();
                             return LinkEnd::Lost(e);
                         }
                     }
                     Ok(Incoming::Response { id, accepted, error }) => {
+                        last_heard = Instant::now();
                         self.on_response(id, accepted, error, &label, counters);
                     }
                     Ok(Incoming::Ignored(why)) => {

@@ -156,6 +156,12 @@ pub struct FailoverConfig {
     pub retry_max_ms: u64,
     /// While on a backup pool, how often to check whether a higher-priority pool is back.
     pub failback_probe_ms: u64,
+    /// A forwarded share unanswered this long means the pool went silent (a black-holed
+    /// route, a hung pool): the connection is dropped and the proxy fails over.
+    pub answer_timeout_ms: u64,
+    /// Nothing at all from the pool for this long (no job, no answer) does the same; pools
+    /// send a fresh job every 30-60 s. 0 = off.
+    pub silence_timeout_ms: u64,
 }
 
 impl Default for FailoverConfig {
@@ -166,6 +172,8 @@ impl Default for FailoverConfig {
             retry_initial_ms: 250,
             retry_max_ms: 30_000,
             failback_probe_ms: 30_000,
+            answer_timeout_ms: 15_000,
+            silence_timeout_ms: 300_000,
         }
     }
 }
@@ -176,6 +184,12 @@ impl FailoverConfig {
     }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn answer_timeout(&self) -> Duration {
+        Duration::from_millis(self.answer_timeout_ms)
+    }
+    pub fn silence_timeout(&self) -> Option<Duration> {
+        (self.silence_timeout_ms > 0).then(|| Duration::from_millis(self.silence_timeout_ms))
     }
 }
 
@@ -375,6 +389,7 @@ impl Validate for Config {
             ("failover.connect_timeout_ms", f.connect_timeout_ms),
             ("failover.handshake_timeout_ms", f.handshake_timeout_ms),
             ("failover.failback_probe_ms", f.failback_probe_ms),
+            ("failover.answer_timeout_ms", f.answer_timeout_ms),
             ("ledger.flush_interval_ms", self.ledger.flush_interval_ms),
         ] {
             if value == 0 {
