@@ -42,6 +42,16 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+fn spawn_broker(broker: &Path, config: &Path) -> Result<Child, String> {
+    Command::new(broker)
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting mosquitto: {e}"))
+}
+
 fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if out.status.success() {
@@ -149,27 +159,39 @@ impl Mosquitto {
         .map_err(|e| e.to_string())?;
         // Debian's mosquitto drops to the "mosquitto" user when started as root: it must read these.
         let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(d).status();
-        let child = Command::new(&broker)
-            .arg("-c")
-            .arg(d.join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting mosquitto: {e}"))?;
+        let child = spawn_broker(&broker, &d.join("mosquitto.conf"))?;
         let m = Mosquitto {
             port,
             ca_file: d.join("ca.pem"),
             child,
             dir,
         };
+        m.wait_listening()?;
+        Ok(m)
+    }
+
+    fn wait_listening(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() > deadline {
                 return Err("mosquitto did not open its port within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(m)
+        Ok(())
+    }
+
+    /// Kill the broker (SIGKILL: no goodbye to the clients, like a crash or a power cut).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the broker again on the same port with the same configuration.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        let broker = find_binary("mosquitto").ok_or("mosquitto is gone")?;
+        self.child = spawn_broker(&broker, &self.dir.0.join("mosquitto.conf"))?;
+        self.wait_listening()
     }
 
     pub fn dir(&self) -> &Path {

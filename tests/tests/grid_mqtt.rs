@@ -1,6 +1,7 @@
 //! The site's grid link against a real broker (mosquitto, TLS, passwords, ACL): signals are
 //! validated and acknowledged, hostile payloads refused with a reason, an unauthorized publisher
-//! is stopped by the broker, the retained signal is honoured after a restart, reports arrive.
+//! is stopped by the broker, the retained signal is honoured after a restart, reports arrive,
+//! and a broker crash keeps the signal in force and is ridden out.
 
 use blgv_sensors::grid::{mqtt, ComplianceReport, MqttConfig};
 use blgv_tests::mosquitto::Mosquitto;
@@ -207,4 +208,80 @@ async fn signals_over_a_real_broker_with_tls_and_acl() {
             .any(|a| a["status"] == "ended"))
         .await
     );
+}
+
+/// The broker crashes (SIGKILL) and comes back on the same port: the signal in force stays in
+/// force meanwhile, the site reconnects by itself, announces itself online again, and the next
+/// signal is received and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_crash_keeps_the_signal_in_force_and_signals_flow_again_after_it() {
+    let mut broker = match Mosquitto::start() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("grid MQTT test {why}");
+            return;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let site = mqtt::spawn(site_config(&broker), shutdown.clone()).unwrap();
+    let (grid, seen) = client(
+        &broker,
+        "grid",
+        "grid-secret",
+        &["blgv/site/site1/curtailment/#", "blgv/site/site1/status"],
+    )
+    .await;
+    let onlines = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, v)| t.ends_with("/status") && v == "online")
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(10), || onlines() >= 1).await);
+    let signal =
+        json!({"signal_id": "before-crash", "issued_at": now(), "duration_s": 600, "limit_kw": 20});
+    grid.publish(SIGNAL, QoS::AtLeastOnce, false, signal.to_string())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || acks(&seen, "before-crash")
+            .iter()
+            .any(|a| a["status"] == "accepted"))
+        .await
+    );
+
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        site.signal().borrow().as_ref().map(|s| s.limit_kw),
+        Some(Some(20.0)),
+        "a broker outage must not end the curtailment in force"
+    );
+    let online_before = onlines();
+    broker.start_again().unwrap();
+    let restarted = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || onlines() > online_before).await,
+        "the site did not come back online after the broker restart"
+    );
+    let back_online = restarted.elapsed();
+    let signal =
+        json!({"signal_id": "after-crash", "issued_at": now(), "duration_s": 600, "limit_kw": 15});
+    grid.publish(SIGNAL, QoS::AtLeastOnce, false, signal.to_string())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || acks(&seen, "after-crash")
+            .iter()
+            .any(|a| a["status"] == "accepted"))
+        .await,
+        "no ack for the signal sent after the restart"
+    );
+    assert_eq!(
+        site.signal().borrow().as_ref().map(|s| s.limit_kw),
+        Some(Some(15.0))
+    );
+    eprintln!("broker crash: the site was back online {back_online:?} after the broker restarted");
+    shutdown.cancel();
 }
