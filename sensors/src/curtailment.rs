@@ -210,12 +210,15 @@ async fn run(
         status,
         mut commands,
     } = outputs;
-    // In the background: a signal arriving meanwhile must not wait for slow miners.
+    // In the background: a signal arriving meanwhile must not wait for slow miners. And its
+    // commands must not queue behind a thousand probes either (a restart finds the retained
+    // signal at once): the first command round stops whatever is left of the warm-up.
     let probes = miners
         .iter()
         .map(|m| (m.info.id.clone(), m.control.clone()))
         .collect();
-    tokio::spawn(warm_up(probes, cfg.command_timeout));
+    let warming = CancellationToken::new();
+    tokio::spawn(warm_up(probes, cfg.command_timeout, warming.clone()));
     // A configured `min_power_w` on a backend that cannot take a power target is ignored (the
     // site config refuses it for the firmware kinds known to lack it; this covers the rest).
     for m in miners.iter_mut() {
@@ -342,6 +345,7 @@ async fn run(
                 ?measured_kw,
                 "curtailment decision"
             );
+            warming.cancel();
             let sent = Instant::now();
             let (o, f, moved) = execute(
                 &mut miners,
@@ -575,14 +579,33 @@ async fn operator_command(
 /// Ask every miner's firmware for its status once, at start: it shows at once which miners
 /// cannot be reached (before a signal needs them), and backends that cache what they learn
 /// (cgminer's device list) answer the first curtailment in one round trip.
-async fn warm_up(miners: Vec<(String, Arc<dyn MinerControl>)>, timeout: Duration) {
+async fn warm_up(
+    miners: Vec<(String, Arc<dyn MinerControl>)>,
+    timeout: Duration,
+    cancel: CancellationToken,
+) {
     let managed = miners.len();
     let mut probes = tokio::task::JoinSet::new();
     for (id, control) in miners {
         probes.spawn(async move { (id, tokio::time::timeout(timeout, control.status()).await) });
     }
     let mut reachable = 0;
-    for (id, r) in probes.join_all().await {
+    let mut answered = Vec::with_capacity(managed);
+    loop {
+        tokio::select! {
+            next = probes.join_next() => match next {
+                Some(Ok(r)) => answered.push(r),
+                Some(Err(_)) => {} // a probe task panicked or was aborted: nothing to report
+                None => break,
+            },
+            _ = cancel.cancelled() => {
+                // Dropping the set aborts the probes still in flight.
+                tracing::info!(checked = answered.len(), managed, "curtailment: firmware check cut short by the first command round");
+                return;
+            }
+        }
+    }
+    for (id, r) in answered {
         match r {
             Ok(Ok(_)) => reachable += 1,
             Ok(Err(e)) => tracing::warn!(miner = %id, "firmware API not usable yet: {e}"),

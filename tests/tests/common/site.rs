@@ -69,6 +69,15 @@ pub fn unix_now() -> u64 {
 /// Miner `i` has efficiency 20 + i J/TH: the highest indices are shed first. `silent` miners'
 /// firmware APIs accept connections and never answer.
 pub async fn start_site(silent: &[usize]) -> Option<Site> {
+    start_site_configured(silent, &[]).await
+}
+
+/// [`start_site`] where miner `i` of each `(i, watts)` in `configured_w` is configured with
+/// `nominal_w = watts` while its machine still draws [`NOMINAL_W`] (a wrong rating to learn).
+pub async fn start_site_configured(
+    silent: &[usize],
+    configured_w: &[(usize, f64)],
+) -> Option<Site> {
     init_logging();
     let broker = match Mosquitto::start() {
         Ok(b) => b,
@@ -94,11 +103,15 @@ pub async fn start_site(silent: &[usize]) -> Option<Site> {
         }
         miners_toml.push_str(&format!(
             "[[miners]]\nworker = \"acct.asic{i:02}\"\nfirmware = \"{}\"\naddress = \"{addr}\"\n\
-             username = {:?}\npassword = {:?}\ntimeout_ms = 300\nnominal_w = {NOMINAL_W}\n\
+             username = {:?}\npassword = {:?}\ntimeout_ms = 300\nnominal_w = {}\n\
              efficiency_j_per_th = {}\n",
             kind.as_str(),
             creds.username,
             creds.password,
+            configured_w
+                .iter()
+                .find(|(m, _)| *m == i)
+                .map_or(NOMINAL_W, |(_, w)| *w),
             20 + i
         ));
         emulators.push(h);
