@@ -76,11 +76,11 @@ pub async fn run_session(
     let (rate, burst) = (limits.max_messages_per_sec, limits.message_burst);
     let mut bucket = TokenBucket::new(burst, Instant::now());
     let partial_line_timeout = Duration::from_millis(limits.partial_line_timeout_ms);
-    // One timer: the handshake deadline, then (re-armed) the partial-line deadline.
+    // One timer: the handshake deadline, then a check every partial_line_timeout.
     let watchdog = tokio::time::sleep(Duration::from_millis(limits.handshake_timeout_ms));
     tokio::pin!(watchdog);
     let mut handshake_done = false;
-    let mut partial_armed = false;
+    let mut was_partial = false;
     let mut lines_seen: u64 = 0;
     let mut checkpoint: u64 = 0;
     let mut cut: Option<LimitReason> = None;
@@ -106,16 +106,19 @@ pub async fn run_session(
                     break;
                 }
             },
-            _ = &mut watchdog, if !handshake_done || partial_armed => {
+            _ = &mut watchdog => {
                 if !handshake_done {
                     cut = Some(LimitReason::HandshakeTimeout);
                     break;
                 }
-                if lines_seen == checkpoint {
+                // A partial line at two checks in a row with no complete line between them:
+                // stalled for one to two timeouts.
+                let partial = !lines.read_buffer().is_empty();
+                if partial && was_partial && lines_seen == checkpoint {
                     cut = Some(LimitReason::PartialLineTimeout);
                     break;
                 }
-                // Lines completed meanwhile (pipelining): check again one timeout from now.
+                was_partial = partial;
                 checkpoint = lines_seen;
                 watchdog.as_mut().reset(tokio::time::Instant::now() + partial_line_timeout);
             }
@@ -131,19 +134,12 @@ pub async fn run_session(
             break;
         }
         if !handshake_done && s.working {
+            // From now on the timer checks for stalled partial lines.
             handshake_done = true;
-        }
-        if handshake_done {
-            let partial = !lines.read_buffer().is_empty();
-            if partial && !partial_armed {
-                partial_armed = true;
-                checkpoint = lines_seen;
-                watchdog
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + partial_line_timeout);
-            } else if !partial {
-                partial_armed = false;
-            }
+            checkpoint = lines_seen;
+            watchdog
+                .as_mut()
+                .reset(tokio::time::Instant::now() + partial_line_timeout);
         }
     }
     if let Some(reason) = cut {

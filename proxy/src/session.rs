@@ -126,7 +126,8 @@ pub async fn run_session(
             }
             _ = close_deadline(&mut session.close_at) => break,
             _ = watchdog.fired() => {
-                if let Some(reason) = watchdog.on_fired(lines_seen, partial_line_timeout) {
+                let partial = !lines.read_buffer().is_empty();
+                if let Some(reason) = watchdog.on_fired(lines_seen, partial, partial_line_timeout) {
                     cut = Some(reason);
                     break;
                 }
@@ -136,12 +137,9 @@ pub async fn run_session(
             cut = session.cut;
             break;
         }
-        watchdog.after_turn(
-            session.working || watchdog.handshake_done(),
-            !lines.read_buffer().is_empty(),
-            lines_seen,
-            partial_line_timeout,
-        );
+        if !watchdog.handshake_done() {
+            watchdog.after_turn(session.working, lines_seen, partial_line_timeout);
+        }
     }
     if let Some(reason) = cut {
         limit_hit(&ctx, reason, peer);
@@ -211,29 +209,27 @@ async fn write_slowly(
 }
 
 /// Closes a connection that does not finish its handshake in time, or that leaves a line
-/// unfinished (slowloris). One timer, boxed and made only while needed: during the handshake,
-/// and after it only for a connection that has had a partial line (memory per idle miner is a
-/// goal of its own). Re-arming reuses a timer still running, so a pipelining miner costs at most
-/// one timer reset per timeout; the price is that a stalled partial line is cut between one and
-/// two timeouts after it started.
+/// unfinished (slowloris). One timer: the handshake deadline, then a check every
+/// `partial_line_timeout_ms`. A partial line seen at two checks in a row with no complete line
+/// between them is cut, so a stalled line is cut between one and two timeouts after it started.
+/// Checking on a timer rather than on each read keeps the per-message path free of timers (a
+/// slowloris's bytes complete no line, so they wake nothing in the session).
 struct Watchdog {
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: Option<LimitReason>,
-    /// `lines_seen` when the partial-line check was armed or last passed.
-    checkpoint: u64,
-    /// The running timer was set for this arming (not left over from an earlier one).
-    fresh: bool,
+    sleep: Pin<Box<Sleep>>,
     handshake_done: bool,
+    /// `lines_seen` at the last check.
+    checkpoint: u64,
+    /// A partial line was pending at the last check.
+    was_partial: bool,
 }
 
 impl Watchdog {
     fn handshake(timeout: Duration) -> Watchdog {
         Watchdog {
-            sleep: Some(Box::pin(tokio::time::sleep(timeout))),
-            armed: Some(LimitReason::HandshakeTimeout),
-            checkpoint: 0,
-            fresh: true,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
             handshake_done: false,
+            checkpoint: 0,
+            was_partial: false,
         }
     }
 
@@ -242,71 +238,38 @@ impl Watchdog {
     }
 
     async fn fired(&mut self) {
-        match (&mut self.sleep, self.armed) {
-            (Some(sleep), Some(_)) => sleep.as_mut().await,
-            _ => std::future::pending().await,
-        }
+        self.sleep.as_mut().await
     }
 
-    /// The timer ran out while armed: the reason to cut the connection, if any.
-    fn on_fired(&mut self, lines_seen: u64, partial_timeout: Duration) -> Option<LimitReason> {
-        match self.armed {
-            Some(LimitReason::HandshakeTimeout) => Some(LimitReason::HandshakeTimeout),
-            Some(_) if self.fresh && lines_seen == self.checkpoint => {
-                Some(LimitReason::PartialLineTimeout)
-            }
-            Some(_) => {
-                // Lines completed meanwhile (a pipelining miner), or the timer was left over
-                // from an earlier arming: check again one timeout from now.
-                self.checkpoint = lines_seen;
-                self.fresh = true;
-                if let Some(sleep) = &mut self.sleep {
-                    let at = tokio::time::Instant::now() + partial_timeout;
-                    sleep.as_mut().reset(at);
-                }
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// After each loop turn: leave the handshake phase once the miner works, then watch for
-    /// partial lines.
-    fn after_turn(
+    /// The timer ran out: the reason to cut the connection, if any.
+    fn on_fired(
         &mut self,
-        working: bool,
-        partial: bool,
         lines_seen: u64,
+        partial: bool,
         partial_timeout: Duration,
-    ) {
+    ) -> Option<LimitReason> {
         if !self.handshake_done {
-            if !working {
-                return;
-            }
-            self.handshake_done = true;
-            self.armed = None;
-            self.sleep = None;
+            return Some(LimitReason::HandshakeTimeout);
         }
-        match (partial, self.armed.is_some()) {
-            (true, false) => {
-                self.armed = Some(LimitReason::PartialLineTimeout);
-                self.checkpoint = lines_seen;
-                match &mut self.sleep {
-                    Some(sleep) if !sleep.is_elapsed() => self.fresh = false,
-                    Some(sleep) => {
-                        sleep
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + partial_timeout);
-                        self.fresh = true;
-                    }
-                    None => {
-                        self.sleep = Some(Box::pin(tokio::time::sleep(partial_timeout)));
-                        self.fresh = true;
-                    }
-                }
-            }
-            (false, true) => self.armed = None,
-            _ => {}
+        if partial && self.was_partial && lines_seen == self.checkpoint {
+            return Some(LimitReason::PartialLineTimeout);
+        }
+        self.was_partial = partial;
+        self.checkpoint = lines_seen;
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + partial_timeout);
+        None
+    }
+
+    /// After each loop turn: leave the handshake phase once the miner works.
+    fn after_turn(&mut self, working: bool, lines_seen: u64, partial_timeout: Duration) {
+        if !self.handshake_done && working {
+            self.handshake_done = true;
+            self.checkpoint = lines_seen;
+            self.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + partial_timeout);
         }
     }
 }

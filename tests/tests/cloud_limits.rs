@@ -194,10 +194,17 @@ async fn a_flooder_over_the_message_rate_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_cut_when_its_queue_is_over_the_cap() {
-    let site = Site::start(|c| c.pool.max_send_queue_bytes = 16_384).await;
-    // Replies of ~30 KB each: once the socket buffers are full, one reply is over the cap.
+    let site = Site::start(|c| {
+        c.pool.max_send_queue_bytes = 16_384;
+        // Replies bigger than any socket buffer takes at once.
+        c.pool.max_line_length = 4_194_304;
+        // Only the queue cap can cut it within the bound.
+        c.pool.write_stall_timeout_ms = 60_000;
+    })
+    .await;
+    // Replies of ~3 MB: the socket takes part of one, and the rest is over the cap.
     let cut =
-        limits::stalled_reader(site.proxy.local_addr(), 30_000, Duration::from_secs(20)).await;
+        limits::stalled_reader(site.proxy.local_addr(), 3_000_000, Duration::from_secs(20)).await;
     assert!(
         cut.is_some_and(|t| t < Duration::from_secs(8)),
         "stalled reader: {cut:?}"
