@@ -83,6 +83,72 @@ pub struct PoolSection {
     /// Version bits miners may roll (BIP320).
     #[serde(default = "default_mask")]
     pub version_mask: String,
+    /// Stratum connections held at most; over it, a new connection is closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections one source IP may hold; 0 = no per-IP cap. A site proxy needs one per
+    /// 65,536 miners; plain ASICs behind one NAT need one each.
+    #[serde(default = "default_max_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A connection that has not subscribed and authorized within this is closed (slowloris).
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// A line that has started must end (newline) within this, or the connection is closed.
+    #[serde(default = "default_partial_line_timeout")]
+    pub partial_line_timeout_ms: u64,
+    /// Sustained messages per second one connection may send (a site proxy forwards only the
+    /// shares that meet the pool's difficulty); over it, after `message_burst`, the client gets
+    /// an error and the connection is closed.
+    #[serde(default = "default_max_messages")]
+    pub max_messages_per_sec: u32,
+    #[serde(default = "default_burst")]
+    pub message_burst: u32,
+    /// Bytes the pool holds for a client whose socket is full; more, and it is dropped.
+    #[serde(default = "default_send_queue")]
+    pub max_send_queue_bytes: usize,
+    /// A write that makes no progress for this long drops the client.
+    #[serde(default = "default_write_stall")]
+    pub write_stall_timeout_ms: u64,
+}
+
+impl PoolSection {
+    pub fn limits(&self) -> blgv_stratum::limits::LimitSettings {
+        blgv_stratum::limits::LimitSettings {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            partial_line_timeout_ms: self.partial_line_timeout_ms,
+            max_messages_per_sec: self.max_messages_per_sec,
+            message_burst: self.message_burst,
+            max_send_queue_bytes: self.max_send_queue_bytes,
+            write_stall_timeout_ms: self.write_stall_timeout_ms,
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    100_000
+}
+fn default_max_per_ip() -> usize {
+    10_000
+}
+fn default_handshake_timeout() -> u64 {
+    60_000
+}
+fn default_partial_line_timeout() -> u64 {
+    30_000
+}
+fn default_max_messages() -> u32 {
+    5_000
+}
+fn default_burst() -> u32 {
+    10_000
+}
+fn default_send_queue() -> usize {
+    65_536
+}
+fn default_write_stall() -> u64 {
+    10_000
 }
 
 fn default_listen() -> SocketAddr {
@@ -314,6 +380,9 @@ impl Validate for Config {
                 "use at least 1024",
             ));
         }
+        if let Err((key, problem, fix)) = p.limits().check() {
+            return Err(err(&format!("pool.{key}"), problem, fix));
+        }
         let n = &self.node;
         if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
             return Err(err(
@@ -512,6 +581,41 @@ password = "p"
                     &format!("coinbase_tag = \"{}\"\n[node]", "x".repeat(90)),
                 ),
                 "`pool.coinbase_tag`",
+            ),
+            (
+                REGTEST.replace("[node]", "max_connections = 0\n[node]"),
+                "`pool.max_connections`",
+            ),
+            (
+                REGTEST.replace(
+                    "[node]",
+                    "max_connections = 5\nmax_connections_per_ip = 6\n[node]",
+                ),
+                "`pool.max_connections_per_ip`",
+            ),
+            (
+                REGTEST.replace("[node]", "handshake_timeout_ms = 1\n[node]"),
+                "`pool.handshake_timeout_ms`",
+            ),
+            (
+                REGTEST.replace("[node]", "partial_line_timeout_ms = 0\n[node]"),
+                "`pool.partial_line_timeout_ms`",
+            ),
+            (
+                REGTEST.replace("[node]", "max_messages_per_sec = 0\n[node]"),
+                "`pool.max_messages_per_sec`",
+            ),
+            (
+                REGTEST.replace("[node]", "message_burst = 0\n[node]"),
+                "`pool.message_burst`",
+            ),
+            (
+                REGTEST.replace("[node]", "max_send_queue_bytes = 10\n[node]"),
+                "`pool.max_send_queue_bytes`",
+            ),
+            (
+                REGTEST.replace("[node]", "write_stall_timeout_ms = 5\n[node]"),
+                "`pool.write_stall_timeout_ms`",
             ),
         ];
         for (text, key) in cases {

@@ -244,6 +244,10 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
         .stratum_listening
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let accept_ctx = ctx.clone();
+    let limiter = blgv_stratum::limits::ConnectionLimiter::new(
+        ctx.config.pool.max_connections,
+        ctx.config.pool.max_connections_per_ip,
+    );
     ctx.tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -254,11 +258,21 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
                 }
             };
             match accepted {
-                Ok((stream, peer)) => {
-                    accept_ctx
-                        .tasks
-                        .spawn(session::run_session(accept_ctx.clone(), stream, peer));
-                }
+                Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
+                    Ok(permit) => {
+                        accept_ctx.tasks.spawn(session::run_session(
+                            accept_ctx.clone(),
+                            stream,
+                            peer,
+                            permit,
+                        ));
+                    }
+                    Err(reason) => {
+                        // Closed at once: nothing of a session exists yet.
+                        drop(stream);
+                        session::limit_hit(&accept_ctx, reason, peer);
+                    }
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "accept failed (file descriptor limit?)");
                     tokio::time::sleep(Duration::from_millis(100)).await;

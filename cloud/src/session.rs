@@ -10,6 +10,7 @@ use crate::ledger::{LedgerEvent, ShareRecord};
 use crate::payout::account_of_worker;
 use crate::stats::bump;
 use bitcoin::ScriptBuf;
+use blgv_stratum::limits::{ConnectionPermit, LimitReason, TokenBucket};
 use blgv_stratum::{
     check_share, line, ClientRequest, CodecError, Configure, Difficulty, ErrorCode, Frame,
     LineCodec, ShareRejection, ShareRules, StratumError, Submit, Target, Vardiff,
@@ -26,7 +27,6 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WORKERS_PER_CONNECTION: usize = 64;
 /// SOLO jobs a connection keeps for validation (the feed keeps the pool's).
 const SOLO_JOBS_KEPT: usize = 32;
@@ -37,7 +37,31 @@ struct SoloPayee {
     script: ScriptBuf,
 }
 
-pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketAddr) {
+/// Count a connection refused or cut by a resource limit; log the first and then at most one
+/// per 10 s (an attack must not flood the log), every one at debug.
+pub fn limit_hit(ctx: &PoolContext, reason: LimitReason, peer: SocketAddr) {
+    let key = reason.config_key();
+    match ctx.stats.limits.count(reason) {
+        Some(suppressed) => tracing::warn!(
+            %peer,
+            reason = reason.as_str(),
+            suppressed,
+            "Stratum connection cut by a resource limit (pool.{key}); further ones are logged at most every 10 s"
+        ),
+        None => {
+            tracing::debug!(%peer, reason = reason.as_str(), "Stratum connection cut by a resource limit")
+        }
+    }
+}
+
+pub async fn run_session(
+    ctx: Arc<PoolContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+) {
+    // The slot under pool.max_connections(_per_ip), given back when the session ends.
+    let _permit = permit;
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut lines =
@@ -49,18 +73,56 @@ pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketA
     let mut released = ctx.ledger_released.clone();
     let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let limits = &ctx.config.pool;
+    let (rate, burst) = (limits.max_messages_per_sec, limits.message_burst);
+    let mut bucket = TokenBucket::new(burst, Instant::now());
+    let partial_line_timeout = Duration::from_millis(limits.partial_line_timeout_ms);
+    // One timer: the handshake deadline, then a check every partial_line_timeout.
+    let watchdog = tokio::time::sleep(Duration::from_millis(limits.handshake_timeout_ms));
+    tokio::pin!(watchdog);
+    let mut handshake_done = false;
+    let mut was_partial = false;
+    let mut lines_seen: u64 = 0;
+    let mut checkpoint: u64 = 0;
+    let mut cut: Option<LimitReason> = None;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             line = lines.next() => match line {
                 None | Some(Err(CodecError::Io(_))) => break,
-                Some(Ok(bytes)) => s.on_line(&bytes),
+                Some(Ok(bytes)) => {
+                    lines_seen += 1;
+                    if !bucket.take(rate, burst) {
+                        s.out.push_str(&line::error(&Value::Null, &StratumError::new(ErrorCode::Other, format!("more than {rate} messages per second (pool.max_messages_per_sec); closing the connection"))));
+                        let _ = s.flush().await;
+                        cut = Some(LimitReason::RateLimit);
+                        break;
+                    }
+                    s.on_line(&bytes)
+                }
                 Some(Err(CodecError::LineTooLong { max })) => {
                     s.out.push_str(&line::error(&Value::Null, &StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"))));
                     let _ = s.flush().await;
+                    cut = Some(LimitReason::LineTooLong);
                     break;
                 }
             },
+            _ = &mut watchdog => {
+                if !handshake_done {
+                    cut = Some(LimitReason::HandshakeTimeout);
+                    break;
+                }
+                // A partial line at two checks in a row with no complete line between them:
+                // stalled for one to two timeouts.
+                let partial = !lines.read_buffer().is_empty();
+                if partial && was_partial && lines_seen == checkpoint {
+                    cut = Some(LimitReason::PartialLineTimeout);
+                    break;
+                }
+                was_partial = partial;
+                checkpoint = lines_seen;
+                watchdog.as_mut().reset(tokio::time::Instant::now() + partial_line_timeout);
+            }
             changed = jobs.changed() => {
                 if changed.is_err() { break; }
                 let job = jobs.borrow_and_update().clone();
@@ -74,8 +136,20 @@ pub async fn run_session(ctx: Arc<PoolContext>, stream: TcpStream, peer: SocketA
         }
         s.answer_recorded(*released.borrow_and_update());
         if s.flush().await.is_err() {
+            cut = s.cut;
             break;
         }
+        if !handshake_done && s.working {
+            // From now on the timer checks for stalled partial lines.
+            handshake_done = true;
+            checkpoint = lines_seen;
+            watchdog
+                .as_mut()
+                .reset(tokio::time::Instant::now() + partial_line_timeout);
+        }
+    }
+    if let Some(reason) = cut {
+        limit_hit(&ctx, reason, peer);
     }
     ctx.stats.connections.fetch_sub(1, Relaxed);
 }
@@ -104,6 +178,8 @@ struct Session {
     solo_jobs: VecDeque<Arc<PoolJob>>,
     /// Accepted shares not answered yet: (ledger ticket, request id), in ticket order.
     held_answers: VecDeque<(u64, Value)>,
+    /// Set when a write failed because of a limit (send queue, write stall).
+    cut: Option<LimitReason>,
 }
 
 fn unix_ms() -> i64 {
@@ -138,6 +214,7 @@ impl Session {
             solo: None,
             solo_jobs: VecDeque::new(),
             held_answers: VecDeque::new(),
+            cut: None,
         }
     }
 
@@ -145,15 +222,48 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r =
-            tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(self.out.as_bytes())).await;
+        let r = self.write_out().await;
         self.out.clear();
-        r.unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client stopped reading",
-            ))
-        })
+        r
+    }
+
+    /// Write `out`: what the socket takes now, then, for a client that is behind, wait for room
+    /// while the pending bytes stay under pool.max_send_queue_bytes and each write makes
+    /// progress within pool.write_stall_timeout_ms.
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        let limits = &self.ctx.config.pool;
+        let mut rest = self.out.as_bytes();
+        while !rest.is_empty() {
+            match self.writer.try_write(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if rest.len() > limits.max_send_queue_bytes {
+            self.cut = Some(LimitReason::SendQueue);
+            return Err(std::io::Error::other("send queue over its cap"));
+        }
+        let stall = Duration::from_millis(limits.write_stall_timeout_ms);
+        while !rest.is_empty() {
+            match tokio::time::timeout(stall, self.writer.write(rest)).await {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => rest = &rest[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.cut = Some(LimitReason::WriteStall);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client stopped reading",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn reply_err(&mut self, id: &Value, code: ErrorCode, message: impl Into<String>) {

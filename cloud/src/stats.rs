@@ -42,6 +42,8 @@ pub struct PoolStats {
     pub blocks_rejected: AtomicU64,
     pub templates: AtomicU64,
     pub node_errors: AtomicU64,
+    /// Connections refused or cut by a resource limit, per reason.
+    pub limits: blgv_stratum::limits::LimitCounters,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -99,6 +99,40 @@ pub struct ProxySection {
     pub max_miners_per_upstream: u32,
     /// How long a new miner waits for an upstream connection before its subscribe is refused.
     pub subscribe_wait_ms: u64,
+    /// Miner connections held at most; over it, a new connection is closed at once.
+    pub max_connections: usize,
+    /// Connections one source IP may hold; 0 = no per-IP cap. Generous: a NATed farm or the
+    /// load harness puts thousands of miners behind one address.
+    pub max_connections_per_ip: usize,
+    /// A connection that has not subscribed and authorized within this is closed (slowloris).
+    /// Must be longer than `subscribe_wait_ms`.
+    pub handshake_timeout_ms: u64,
+    /// A line that has started must end (newline) within this, or the connection is closed.
+    pub partial_line_timeout_ms: u64,
+    /// Sustained messages per second one connection may send; over it (after `message_burst`)
+    /// the miner gets an error and the connection is closed.
+    pub max_messages_per_sec: u32,
+    /// Messages a connection may send at once above the rate.
+    pub message_burst: u32,
+    /// Bytes the proxy holds for a miner whose socket is full; more, and the miner is dropped.
+    pub max_send_queue_bytes: usize,
+    /// A write to a miner that makes no progress for this long drops the miner.
+    pub write_stall_timeout_ms: u64,
+}
+
+impl ProxySection {
+    pub fn limits(&self) -> blgv_stratum::limits::LimitSettings {
+        blgv_stratum::limits::LimitSettings {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            partial_line_timeout_ms: self.partial_line_timeout_ms,
+            max_messages_per_sec: self.max_messages_per_sec,
+            message_burst: self.message_burst,
+            max_send_queue_bytes: self.max_send_queue_bytes,
+            write_stall_timeout_ms: self.write_stall_timeout_ms,
+        }
+    }
 }
 
 impl Default for ProxySection {
@@ -109,6 +143,14 @@ impl Default for ProxySection {
             ntime_max_ahead_secs: 600,
             max_miners_per_upstream: 0,
             subscribe_wait_ms: 10_000,
+            max_connections: 100_000,
+            max_connections_per_ip: 20_000,
+            handshake_timeout_ms: 60_000,
+            partial_line_timeout_ms: 30_000,
+            max_messages_per_sec: 500,
+            message_burst: 1_000,
+            max_send_queue_bytes: 65_536,
+            write_stall_timeout_ms: 10_000,
         }
     }
 }
@@ -377,6 +419,19 @@ impl Validate for Config {
                 "use at least 1024 (default 65536)",
             ));
         }
+        if let Err((key, problem, fix)) = self.proxy.limits().check() {
+            return Err(ConfigError::new(format!("proxy.{key}"), problem, fix));
+        }
+        if self.proxy.handshake_timeout_ms <= self.proxy.subscribe_wait_ms {
+            return Err(ConfigError::new(
+                "proxy.handshake_timeout_ms",
+                format!(
+                    "{} ms is not longer than proxy.subscribe_wait_ms ({} ms): a miner waiting for an upstream would be cut",
+                    self.proxy.handshake_timeout_ms, self.proxy.subscribe_wait_ms
+                ),
+                "make it longer than subscribe_wait_ms (default 60000 against 10000)",
+            ));
+        }
         let f = &self.failover;
         if f.retry_initial_ms == 0 || f.retry_initial_ms > f.retry_max_ms {
             return Err(ConfigError::new(
@@ -498,6 +553,38 @@ user = "acct.site"
             (
                 &format!("{MINIMAL}[proxy]\nmax_line_length = 10"),
                 "`proxy.max_line_length`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nmax_connections = 0"),
+                "`proxy.max_connections`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nmax_connections = 10\nmax_connections_per_ip = 11"),
+                "`proxy.max_connections_per_ip`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nhandshake_timeout_ms = 5000"),
+                "`proxy.handshake_timeout_ms`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\npartial_line_timeout_ms = 10"),
+                "`proxy.partial_line_timeout_ms`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nmax_messages_per_sec = 0"),
+                "`proxy.max_messages_per_sec`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nmessage_burst = 0"),
+                "`proxy.message_burst`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nmax_send_queue_bytes = 100"),
+                "`proxy.max_send_queue_bytes`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nwrite_stall_timeout_ms = 0"),
+                "`proxy.write_stall_timeout_ms`",
             ),
             (
                 &format!("{MINIMAL}[failover]\nretry_initial_ms = 0"),

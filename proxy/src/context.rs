@@ -27,6 +27,8 @@ pub struct ProxyContext {
     pub miners: Arc<MinerRegistry>,
     /// Miners whose work curtailment withholds (its last resort).
     pub withholding: Arc<Withholding>,
+    /// `proxy.max_connections` and `proxy.max_connections_per_ip`, applied at accept.
+    pub limiter: Arc<blgv_stratum::limits::ConnectionLimiter>,
     channels: Mutex<Vec<Arc<Channel>>>,
 }
 
@@ -60,7 +62,12 @@ impl ProxyContext {
             target_shares_per_minute: v.target_shares_per_minute,
             retarget_interval: Duration::from_secs(v.retarget_secs),
         };
+        let limiter = blgv_stratum::limits::ConnectionLimiter::new(
+            config.proxy.max_connections,
+            config.proxy.max_connections_per_ip,
+        );
         Arc::new(ProxyContext {
+            limiter,
             router: Arc::new(Router::new(config.upstreams.clone(), stats.clone())),
             config,
             stats,

@@ -10,7 +10,9 @@ use crate::channel::{secs_since, ChannelEvent, Forward};
 use crate::context::{ProxyContext, Slot};
 use crate::link::Link;
 use crate::registry::MinerEntry;
+use crate::server::limit_hit;
 use crate::stats::bump;
+use blgv_stratum::limits::{ConnectionPermit, LimitReason, TokenBucket};
 use blgv_stratum::Vardiff;
 use blgv_stratum::{
     check_share, line, parse_submit_line, ClientRequest, CodecError, Configure, Difficulty,
@@ -33,14 +35,19 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_util::codec::FramedRead;
 
-/// A miner that does not read its socket for this long is dropped rather than buffered for.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a miner gets to act on `client.reconnect` before the proxy closes the socket itself.
 const RECONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Worker names one connection may authorize (rigs with several hashboards use a few).
 const MAX_WORKERS_PER_CONNECTION: usize = 16;
 
-pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: SocketAddr) {
+pub async fn run_session(
+    ctx: Arc<ProxyContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+) {
+    // The slot under proxy.max_connections(_per_ip), given back when the session ends.
+    let _permit = permit;
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     // A submit line is ~150 bytes; the buffer grows when a miner pipelines, and an idle
@@ -66,12 +73,28 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
     // the token every time, a measurable part of each share's and each notify's CPU.
     let shutdown = ctx.shutdown.cancelled();
     tokio::pin!(shutdown);
+    let limits = &ctx.config.proxy;
+    let (rate, burst) = (limits.max_messages_per_sec, limits.message_burst);
+    let mut bucket = TokenBucket::new(burst, std::time::Instant::now());
+    let mut watchdog = Watchdog::handshake(Duration::from_millis(limits.handshake_timeout_ms));
+    let partial_line_timeout = Duration::from_millis(limits.partial_line_timeout_ms);
+    // Complete lines read, for the partial-line watchdog.
+    let mut lines_seen: u64 = 0;
+    let mut cut: Option<LimitReason> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             line = lines.next() => match line {
                 None => break,
                 Some(Ok(bytes)) => {
+                    lines_seen += 1;
+                    if !bucket.take(rate, burst) {
+                        let e = StratumError::new(ErrorCode::Other, format!("more than {rate} messages per second (proxy.max_messages_per_sec); closing the connection"));
+                        session.out.push_str(&line::error(&Value::Null, &e));
+                        let _ = session.flush().await;
+                        cut = Some(LimitReason::RateLimit);
+                        break;
+                    }
                     if !session.on_submit_line(&bytes) {
                         // Anything but a plain submit: rare, and it may wait for a slot on a
                         // channel. Boxed, so that waiting state is not part of every idle
@@ -83,7 +106,7 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
                     let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
                     session.out.push_str(&line::error(&Value::Null, &e));
                     let _ = session.flush().await;
-                    tracing::warn!(%peer, max, "miner sent an oversized line; disconnected");
+                    cut = Some(LimitReason::LineTooLong);
                     break;
                 }
                 Some(Err(CodecError::Io(_))) => break,
@@ -102,10 +125,24 @@ pub async fn run_session(ctx: Arc<ProxyContext>, stream: TcpStream, peer: Socket
                 }
             }
             _ = close_deadline(&mut session.close_at) => break,
+            _ = watchdog.fired() => {
+                let partial = !lines.read_buffer().is_empty();
+                if let Some(reason) = watchdog.on_fired(lines_seen, partial, partial_line_timeout) {
+                    cut = Some(reason);
+                    break;
+                }
+            }
         }
         if session.flush().await.is_err() {
+            cut = session.cut;
             break;
         }
+        if !watchdog.handshake_done() {
+            watchdog.after_turn(session.working, lines_seen, partial_line_timeout);
+        }
+    }
+    if let Some(reason) = cut {
+        limit_hit(&ctx, reason, peer);
     }
     ctx.stats.miners_connected.fetch_sub(1, Relaxed);
     drop(registered);
@@ -147,15 +184,93 @@ fn write_now(writer: &OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<usize> {
     Ok(bytes.len() - rest.len())
 }
 
-/// The slow path of a write: the miner is not reading fast enough. Wait for room, but a miner
-/// that does not read for [`WRITE_TIMEOUT`] is dropped rather than buffered for.
-async fn write_slowly(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "miner stopped reading",
-        )),
+/// The slow path of a write: the miner is not reading fast enough. Wait for room, but a write
+/// that makes no progress for `stall` (proxy.write_stall_timeout_ms) drops the miner rather
+/// than buffering for it.
+async fn write_slowly(
+    writer: &mut OwnedWriteHalf,
+    mut bytes: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(stall, writer.write(bytes)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "miner stopped reading",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes a connection that does not finish its handshake in time, or that leaves a line
+/// unfinished (slowloris). One timer: the handshake deadline, then a check every
+/// `partial_line_timeout_ms`. A partial line seen at two checks in a row with no complete line
+/// between them is cut, so a stalled line is cut between one and two timeouts after it started.
+/// Checking on a timer rather than on each read keeps the per-message path free of timers (a
+/// slowloris's bytes complete no line, so they wake nothing in the session).
+struct Watchdog {
+    sleep: Pin<Box<Sleep>>,
+    handshake_done: bool,
+    /// `lines_seen` at the last check.
+    checkpoint: u64,
+    /// A partial line was pending at the last check.
+    was_partial: bool,
+}
+
+impl Watchdog {
+    fn handshake(timeout: Duration) -> Watchdog {
+        Watchdog {
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            handshake_done: false,
+            checkpoint: 0,
+            was_partial: false,
+        }
+    }
+
+    fn handshake_done(&self) -> bool {
+        self.handshake_done
+    }
+
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await
+    }
+
+    /// The timer ran out: the reason to cut the connection, if any.
+    fn on_fired(
+        &mut self,
+        lines_seen: u64,
+        partial: bool,
+        partial_timeout: Duration,
+    ) -> Option<LimitReason> {
+        if !self.handshake_done {
+            return Some(LimitReason::HandshakeTimeout);
+        }
+        if partial && self.was_partial && lines_seen == self.checkpoint {
+            return Some(LimitReason::PartialLineTimeout);
+        }
+        self.was_partial = partial;
+        self.checkpoint = lines_seen;
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + partial_timeout);
+        None
+    }
+
+    /// After each loop turn: leave the handshake phase once the miner works.
+    fn after_turn(&mut self, working: bool, lines_seen: u64, partial_timeout: Duration) {
+        if !self.handshake_done && working {
+            self.handshake_done = true;
+            self.checkpoint = lines_seen;
+            self.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + partial_timeout);
+        }
     }
 }
 
@@ -199,6 +314,8 @@ struct Session {
     close_at: Option<Pin<Box<Sleep>>>,
     /// This miner's entry in the registry (API, dashboard, metrics).
     me: Arc<MinerEntry>,
+    /// Set when a write failed because of a limit (send queue, write stall).
+    cut: Option<LimitReason>,
 }
 
 impl Session {
@@ -233,6 +350,7 @@ impl Session {
             last_job_seq: 0,
             close_at: None,
             me,
+            cut: None,
         }
     }
 
@@ -251,19 +369,41 @@ impl Session {
     /// `out`, then the shared line. Nearly always the socket has room and this is one
     /// `try_write` per buffer; the timed, boxed path runs only for a miner that is behind.
     async fn write_all_now_or_slowly(&mut self, shared: Option<&str>) -> std::io::Result<()> {
-        let out = self.out.as_bytes();
-        let n = write_now(&self.writer, out)?;
-        if n < out.len() {
-            let mut rest = out[n..].to_vec();
+        let n = write_now(&self.writer, self.out.as_bytes())?;
+        if n < self.out.len() {
+            let pending = self.out.len() - n + shared.map_or(0, str::len);
+            self.check_send_queue(pending)?;
+            let mut rest = self.out.as_bytes()[n..].to_vec();
             rest.extend_from_slice(shared.unwrap_or("").as_bytes());
-            return Box::pin(write_slowly(&mut self.writer, &rest)).await;
+            return self.write_rest(&rest).await;
         }
         let Some(line) = shared else { return Ok(()) };
         let m = write_now(&self.writer, line.as_bytes())?;
         if m < line.len() {
-            return Box::pin(write_slowly(&mut self.writer, &line.as_bytes()[m..])).await;
+            self.check_send_queue(line.len() - m)?;
+            return self.write_rest(&line.as_bytes()[m..]).await;
         }
         Ok(())
+    }
+
+    /// The bytes the proxy would hold for a miner whose socket is full: over
+    /// proxy.max_send_queue_bytes, the miner is dropped at once.
+    fn check_send_queue(&mut self, pending: usize) -> std::io::Result<()> {
+        if pending > self.ctx.config.proxy.max_send_queue_bytes {
+            self.cut = Some(LimitReason::SendQueue);
+            return Err(std::io::Error::other("send queue over its cap"));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    async fn write_rest(&mut self, rest: &[u8]) -> std::io::Result<()> {
+        let stall = Duration::from_millis(self.ctx.config.proxy.write_stall_timeout_ms);
+        let r = Box::pin(write_slowly(&mut self.writer, rest, stall)).await;
+        if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+            self.cut = Some(LimitReason::WriteStall);
+        }
+        r
     }
 
     fn reply_ok(&mut self, id: &Value, result: Value) {

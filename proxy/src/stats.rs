@@ -25,6 +25,8 @@ pub struct ProxyStats {
     pub pool_switches: AtomicU64,
     /// Index (in config order) of the pool new connections go to.
     pub active_pool: AtomicU64,
+    /// Connections refused or cut by a resource limit, per reason.
+    pub limits: blgv_stratum::limits::LimitCounters,
 }
 
 /// A plain copy of [`ProxyStats`].

@@ -6,6 +6,7 @@ mod extranonce;
 mod hash;
 mod hex_field;
 mod job;
+pub mod limits;
 pub mod message;
 mod recent_jobs;
 mod share;

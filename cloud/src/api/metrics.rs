@@ -82,6 +82,17 @@ impl Collector for PoolCollector {
             "Stratum connections accepted since start",
             &[(vec![], n(&s.connections_total))],
         )?;
+        let limits: Vec<_> = s
+            .limits
+            .all()
+            .map(|(reason, v)| (vec![("reason", reason)], v as f64))
+            .collect();
+        counter(
+            &mut e,
+            "limit_disconnects",
+            "Stratum connections refused or cut by a resource limit, by reason",
+            &limits,
+        )?;
         let mut shares = vec![(vec![("result", "accepted")], n(&s.shares_accepted))];
         for (i, reason) in REJECT_REASONS.iter().enumerate() {
             shares.push((vec![("result", *reason)], n(&s.rejected_by_reason[i])));

@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 pub const METRIC_NAMES: &[&str] = &[
     "blgv_proxy_miners_connected",
     "blgv_proxy_miner_connections_total",
+    "blgv_proxy_limit_disconnects_total",
     "blgv_proxy_shares_total",
     "blgv_proxy_hashrate_hashes_per_second",
     "blgv_proxy_upstream_shares_total",
@@ -107,6 +108,19 @@ impl Collector for ProxyCollector {
             "blgv_proxy_miner_connections",
             "Miner connections accepted since start",
             &[(vec![], st.miner_connections_total)],
+        )?;
+        let limits: Vec<(Labels, u64)> = s
+            .ctx
+            .stats
+            .limits
+            .all()
+            .map(|(reason, v)| (vec![("reason", reason.to_string())], v))
+            .collect();
+        counter(
+            &mut e,
+            "blgv_proxy_limit_disconnects",
+            "Miner connections refused or cut by a resource limit, by reason",
+            &limits,
         )?;
         let other = st
             .shares_rejected

@@ -4,6 +4,7 @@
 
 pub mod fixed_template;
 pub mod hostile;
+pub mod limits;
 pub mod site;
 
 use blgv_proxy::config::{Config, UpstreamConfig};
