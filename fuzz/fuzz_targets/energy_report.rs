@@ -1,0 +1,8 @@
+#![no_main]
+//! See fuzz/checks/energy_report.rs for what is checked; tests/tests/fuzz_corpus.rs replays the corpus
+//! through the same function on stable.
+
+#[path = "../checks/energy_report.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));
