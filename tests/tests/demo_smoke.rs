@@ -4,60 +4,20 @@
 //! firmware APIs, then restored), and stops cleanly with exit code 0 on SIGINT, taking its
 //! children with it.
 //!
-//! The debug builds of the two binaries next to the demo's are used (`cargo test --workspace`
-//! builds them for cloud/tests/cli.rs and proxy/tests/cli.rs); when they are missing, this test
-//! builds them with `cargo build --profile test -p blgv-cloud -p blgv-proxy`.
+//! The builds of the two binaries next to the demo's are used, brought up to date by
+//! `common/product_binaries.rs` (a no-op under the workspace's `cargo test`).
 
+#[path = "common/product_binaries.rs"]
+mod product_binaries;
+
+use product_binaries::product_binaries;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// The demo's child binaries, built if missing, in the same target directory as the demo.
-fn sibling_binaries() -> (PathBuf, PathBuf) {
-    let demo = Path::new(env!("CARGO_BIN_EXE_blgv-demo"));
-    let dir = demo.parent().expect("the demo binary has a directory");
-    let (cloud, proxy) = (dir.join("blgv-cloud"), dir.join("blgv-proxy"));
-    if !(cloud.is_file() && proxy.is_file()) {
-        // target/<profile>/blgv-demo: build the two packages into the same target directory
-        // with the profile this test was built with, so every dependency compiled for the test
-        // is reused (a plain `cargo build` would use the dev profile and rebuild them all).
-        let target_dir = dir.parent().expect("target/<profile> has a parent");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ is inside the workspace");
-        let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cmd.args(["build", "-p", "blgv-cloud", "-p", "blgv-proxy"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(workspace);
-        cmd.args(if release {
-            ["--profile", "release"]
-        } else {
-            ["--profile", "test"]
-        });
-        eprintln!("building the demo's children: {cmd:?}");
-        let status = cmd.status().expect("running cargo build");
-        assert!(
-            status.success(),
-            "cargo build -p blgv-cloud -p blgv-proxy failed"
-        );
-    }
-    assert!(
-        cloud.is_file(),
-        "{} missing after the build",
-        cloud.display()
-    );
-    assert!(
-        proxy.is_file(),
-        "{} missing after the build",
-        proxy.display()
-    );
-    (cloud, proxy)
-}
 
 /// Kills the demo if the test fails half-way (its children follow: they get SIGTERM when it
 /// dies).
@@ -118,7 +78,7 @@ fn get_json(rt: &tokio::runtime::Runtime, url: &str) -> Value {
 
 #[test]
 fn the_demo_site_mines_blocks_handles_a_curtailment_and_stops_cleanly_on_sigint() {
-    let (cloud_bin, proxy_bin) = sibling_binaries();
+    let (cloud_bin, proxy_bin) = product_binaries();
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_blgv-demo"))

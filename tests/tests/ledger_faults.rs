@@ -17,6 +17,7 @@ mod common;
 
 use blgv_tests::node::{NodeConfig, NodeStandIn};
 use blgv_tests::{wait_until, MinerConfig, SimMiner};
+use common::product_binaries::product_binaries;
 use common::{cloud_config, init_logging, proxy_config, ApiClient};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -49,29 +50,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The `blgv-cloud` and `blgv-proxy` binaries of this build, brought up to date with cargo
-/// (a no-op when `cargo test --workspace` already built them; the profile of this test, so
-/// every dependency is reused).
-fn binaries() -> (PathBuf, PathBuf) {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf(); // target/<profile>
-    let target_dir = dir.parent().unwrap();
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-        .args(["build", "-p", "blgv-cloud", "-p", "blgv-proxy", "--profile"])
-        .arg(if release { "release" } else { "test" })
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(workspace)
-        .status()
-        .expect("running cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p blgv-cloud -p blgv-proxy failed"
-    );
-    (dir.join("blgv-cloud"), dir.join("blgv-proxy"))
 }
 
 fn spawn(bin: &Path, config: &Path, log: &Path) -> Child {
@@ -118,7 +96,7 @@ const KILLS: usize = 5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_killed_under_load_keeps_every_share_it_acknowledged() {
     init_logging();
-    let (cloud_bin, _) = binaries();
+    let (cloud_bin, _) = product_binaries();
     let node = NodeStandIn::start(node_config()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cloud.db");
@@ -191,7 +169,7 @@ async fn pool_killed_under_load_keeps_every_share_it_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_killed_under_load_opens_clean_and_loses_at_most_a_flush_per_kill() {
     init_logging();
-    let (_, proxy_bin) = binaries();
+    let (_, proxy_bin) = product_binaries();
     let node = NodeStandIn::start(node_config()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cloud_dir = dir.path().join("cloud");

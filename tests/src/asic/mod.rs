@@ -186,6 +186,14 @@ impl EmulatedMiner {
         !self.power.lock().unwrap().boards.iter().any(|b| *b)
     }
 
+    /// Some hash boards stopped and some still working: a pause or resume that disables or
+    /// enables boards one by one (cgminer) is under way. Tests wait for this to clear before
+    /// counting paused miners.
+    pub fn is_partly_paused(&self) -> bool {
+        let p = self.power.lock().unwrap();
+        p.boards.iter().any(|b| *b) && !p.boards.iter().all(|b| *b)
+    }
+
     pub fn state(&self) -> MinerState {
         let p = self.power.lock().unwrap();
         if !p.boards.iter().any(|b| *b) {

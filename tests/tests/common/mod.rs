@@ -5,6 +5,7 @@
 pub mod fixed_template;
 pub mod hostile;
 pub mod limits;
+pub mod product_binaries;
 pub mod site;
 
 use blgv_proxy::config::{Config, UpstreamConfig};
