@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_util::codec::FramedRead;
@@ -40,113 +40,126 @@ const RECONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Worker names one connection may authorize (rigs with several hashboards use a few).
 const MAX_WORKERS_PER_CONNECTION: usize = 16;
 
-pub async fn run_session(
+/// One miner's connection, from accept to close.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
+/// keeps its arguments twice in its future (as captured arguments and as locals), ~100 bytes of
+/// every idle miner's task (memory per miner is a goal of its own).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn run_session(
     ctx: Arc<ProxyContext>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: ConnectionPermit,
-) {
-    // The slot under proxy.max_connections(_per_ip), given back when the session ends.
-    let _permit = permit;
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    // A submit line is ~150 bytes; the buffer grows when a miner pipelines, and an idle
-    // miner costs only this much (memory per idle miner is a goal of its own).
-    let mut lines =
-        FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 256);
-    bump(&ctx.stats.miner_connections_total);
-    ctx.stats.miners_connected.fetch_add(1, Relaxed);
-    if ctx.withholding.is_withheld(peer.ip(), &[]) {
-        // Curtailment's last resort: this ASIC gets no work until it is released.
-        ctx.stats.miners_connected.fetch_sub(1, Relaxed);
-        tracing::debug!(%peer, "connection refused: work withheld by curtailment");
-        return;
-    }
-    let mut withholding = WatchStream::from_changes(ctx.withholding.subscribe());
-    let mut withholding_open = true;
-    // Listed for the API while the session lives.
-    let registered = ctx.miners.register(peer);
-    let mut session = Session::new(ctx.clone(), peer, write, registered.entry.clone());
-    let mut tick = tokio::time::interval(ctx.vardiff.retarget_interval / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Made once: a fresh `cancelled()` per loop turn registered and unregistered a waiter on
-    // the token every time, a measurable part of each share's and each notify's CPU.
-    let shutdown = ctx.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    let limits = &ctx.config.proxy;
-    let (rate, burst) = (limits.max_messages_per_sec, limits.message_burst);
-    let mut bucket = TokenBucket::new(burst, std::time::Instant::now());
-    let mut watchdog = Watchdog::handshake(Duration::from_millis(limits.handshake_timeout_ms));
-    let partial_line_timeout = Duration::from_millis(limits.partial_line_timeout_ms);
-    // Complete lines read, for the partial-line watchdog.
-    let mut lines_seen: u64 = 0;
-    let mut cut: Option<LimitReason> = None;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            line = lines.next() => match line {
-                None => break,
-                Some(Ok(bytes)) => {
-                    lines_seen += 1;
-                    if !bucket.take(rate, burst) {
-                        let e = StratumError::new(ErrorCode::Other, format!("more than {rate} messages per second (proxy.max_messages_per_sec); closing the connection"));
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        // `permit` is the slot under proxy.max_connections(_per_ip): captured by this block, it is
+        // given back when the session ends.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        // A submit line is ~150 bytes; the buffer grows when a miner pipelines, and an idle
+        // miner costs only this much (memory per idle miner is a goal of its own).
+        let mut lines =
+            FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 256);
+        bump(&ctx.stats.miner_connections_total);
+        ctx.stats.miners_connected.fetch_add(1, Relaxed);
+        if ctx.withholding.is_withheld(peer.ip(), &[]) {
+            // Curtailment's last resort: this ASIC gets no work until it is released.
+            ctx.stats.miners_connected.fetch_sub(1, Relaxed);
+            tracing::debug!(%peer, "connection refused: work withheld by curtailment");
+            return;
+        }
+        let mut withholding = WatchStream::from_changes(ctx.withholding.subscribe());
+        let mut withholding_open = true;
+        // Listed for the API while the session lives.
+        let registered = ctx.miners.register(peer);
+        let mut session = Session::new(ctx.clone(), peer, write, registered.entry.clone());
+        // Made once: a fresh `cancelled()` per loop turn registered and unregistered a waiter on
+        // the token every time, a measurable part of each share's and each notify's CPU.
+        let shutdown = ctx.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let limits = &ctx.config.proxy;
+        let (rate, burst) = (limits.max_messages_per_sec, limits.message_burst);
+        let mut bucket = TokenBucket::new(burst, std::time::Instant::now());
+        let mut watchdog = Watchdog::handshake(
+            Duration::from_millis(limits.handshake_timeout_ms),
+            ctx.vardiff.retarget_interval / 2,
+        );
+        let partial_line_timeout = Duration::from_millis(limits.partial_line_timeout_ms);
+        // Complete lines read, for the partial-line watchdog.
+        let mut lines_seen: u64 = 0;
+        let mut cut: Option<LimitReason> = None;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                line = lines.next() => match line {
+                    None => break,
+                    Some(Ok(bytes)) => {
+                        lines_seen += 1;
+                        if !bucket.take(rate, burst) {
+                            let e = StratumError::new(ErrorCode::Other, format!("more than {rate} messages per second (proxy.max_messages_per_sec); closing the connection"));
+                            session.out.push_str(&line::error(&Value::Null, &e));
+                            let _ = session.flush().await;
+                            cut = Some(LimitReason::RateLimit);
+                            break;
+                        }
+                        if !session.on_submit_line(&bytes) {
+                            // Anything but a plain submit: rare, and it may wait for a slot on a
+                            // channel. Boxed, so that waiting state is not part of every idle
+                            // miner's task (memory per miner is a goal of its own).
+                            Box::pin(session.on_line(&bytes)).await
+                        }
+                    }
+                    Some(Err(CodecError::LineTooLong { max })) => {
+                        let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
                         session.out.push_str(&line::error(&Value::Null, &e));
                         let _ = session.flush().await;
-                        cut = Some(LimitReason::RateLimit);
+                        cut = Some(LimitReason::LineTooLong);
                         break;
                     }
-                    if !session.on_submit_line(&bytes) {
-                        // Anything but a plain submit: rare, and it may wait for a slot on a
-                        // channel. Boxed, so that waiting state is not part of every idle
-                        // miner's task (memory per miner is a goal of its own).
-                        Box::pin(session.on_line(&bytes)).await
+                    Some(Err(CodecError::Io(_))) => break,
+                },
+                event = next_event(&mut session.events) => {
+                    if !session.on_event(event) {
+                        break;
                     }
                 }
-                Some(Err(CodecError::LineTooLong { max })) => {
-                    let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
-                    session.out.push_str(&line::error(&Value::Null, &e));
-                    let _ = session.flush().await;
-                    cut = Some(LimitReason::LineTooLong);
-                    break;
+                changed = withholding.next(), if withholding_open => {
+                    withholding_open = changed.is_some();
+                    if changed.is_some() && ctx.withholding.is_withheld(peer.ip(), &session.workers) {
+                        tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
+                        break;
+                    }
                 }
-                Some(Err(CodecError::Io(_))) => break,
-            },
-            event = next_event(&mut session.events) => {
-                if !session.on_event(event) {
-                    break;
-                }
-            }
-            _ = tick.tick() => session.on_tick(),
-            changed = withholding.next(), if withholding_open => {
-                withholding_open = changed.is_some();
-                if changed.is_some() && ctx.withholding.is_withheld(peer.ip(), &session.workers) {
-                    tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
-                    break;
+                _ = close_deadline(&mut session.close_at) => break,
+                _ = watchdog.fired() => {
+                    let partial = !lines.read_buffer().is_empty();
+                    match watchdog.on_fired(lines_seen, partial, partial_line_timeout) {
+                        Fired::Cut(reason) => {
+                            cut = Some(reason);
+                            break;
+                        }
+                        Fired::VardiffTick => session.on_tick(),
+                        Fired::Nothing => {}
+                    }
                 }
             }
-            _ = close_deadline(&mut session.close_at) => break,
-            _ = watchdog.fired() => {
-                let partial = !lines.read_buffer().is_empty();
-                if let Some(reason) = watchdog.on_fired(lines_seen, partial, partial_line_timeout) {
-                    cut = Some(reason);
-                    break;
-                }
+            if session.flush().await.is_err() {
+                cut = session.cut;
+                break;
+            }
+            if !watchdog.handshake_done() {
+                watchdog.after_turn(session.working, lines_seen, partial_line_timeout);
             }
         }
-        if session.flush().await.is_err() {
-            cut = session.cut;
-            break;
+        if let Some(reason) = cut {
+            limit_hit(&ctx, reason, peer);
         }
-        if !watchdog.handshake_done() {
-            watchdog.after_turn(session.working, lines_seen, partial_line_timeout);
-        }
+        ctx.stats.miners_connected.fetch_sub(1, Relaxed);
+        drop(registered);
+        drop(permit);
+        tracing::debug!(%peer, workers = ?session.workers, "miner disconnected");
     }
-    if let Some(reason) = cut {
-        limit_hit(&ctx, reason, peer);
-    }
-    ctx.stats.miners_connected.fetch_sub(1, Relaxed);
-    drop(registered);
-    tracing::debug!(%peer, workers = ?session.workers, "miner disconnected");
 }
 
 async fn next_event(
@@ -208,14 +221,22 @@ async fn write_slowly(
     Ok(())
 }
 
-/// Closes a connection that does not finish its handshake in time, or that leaves a line
-/// unfinished (slowloris). One timer: the handshake deadline, then a check every
-/// `partial_line_timeout_ms`. A partial line seen at two checks in a row with no complete line
-/// between them is cut, so a stalled line is cut between one and two timeouts after it started.
-/// Checking on a timer rather than on each read keeps the per-message path free of timers (a
-/// slowloris's bytes complete no line, so they wake nothing in the session).
+/// The session's one timer (each timer is ~130 bytes of every idle miner's memory): the
+/// vardiff retarget tick, and the watchdog that closes a connection that does not finish its
+/// handshake in time or that leaves a line unfinished (slowloris).
+///
+/// The watchdog checks the handshake deadline, then every `partial_line_timeout_ms`. A partial
+/// line seen at two checks in a row with no complete line between them is cut, so a stalled
+/// line is cut between one and two timeouts after it started. Checking on a timer rather than
+/// on each read keeps the per-message path free of timers (a slowloris's bytes complete no
+/// line, so they wake nothing in the session).
 struct Watchdog {
     sleep: Pin<Box<Sleep>>,
+    /// The next watchdog check: the handshake deadline, then the next partial-line check.
+    next_check: Instant,
+    /// The next vardiff tick, every `tick_period` (half the retarget interval).
+    next_tick: Instant,
+    tick_period: Duration,
     handshake_done: bool,
     /// `lines_seen` at the last check.
     checkpoint: u64,
@@ -223,10 +244,23 @@ struct Watchdog {
     was_partial: bool,
 }
 
+/// What a firing of the session's timer calls for.
+enum Fired {
+    Cut(LimitReason),
+    VardiffTick,
+    Nothing,
+}
+
 impl Watchdog {
-    fn handshake(timeout: Duration) -> Watchdog {
+    fn handshake(timeout: Duration, tick_period: Duration) -> Watchdog {
+        let now = Instant::now();
+        let next_check = now + timeout;
+        let next_tick = now + tick_period;
         Watchdog {
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: Box::pin(tokio::time::sleep_until(next_check.min(next_tick))),
+            next_check,
+            next_tick,
+            tick_period,
             handshake_done: false,
             checkpoint: 0,
             was_partial: false,
@@ -241,25 +275,37 @@ impl Watchdog {
         self.sleep.as_mut().await
     }
 
-    /// The timer ran out: the reason to cut the connection, if any.
-    fn on_fired(
-        &mut self,
-        lines_seen: u64,
-        partial: bool,
-        partial_timeout: Duration,
-    ) -> Option<LimitReason> {
-        if !self.handshake_done {
-            return Some(LimitReason::HandshakeTimeout);
+    fn rearm(&mut self) {
+        let next = self.next_check.min(self.next_tick);
+        self.sleep.as_mut().reset(next);
+    }
+
+    /// The timer ran out: a reason to cut the connection, or a vardiff tick that is due. A
+    /// watchdog check and a tick due at the same time are both handled, the cut first.
+    fn on_fired(&mut self, lines_seen: u64, partial: bool, partial_timeout: Duration) -> Fired {
+        let now = Instant::now();
+        if now >= self.next_check {
+            if !self.handshake_done {
+                return Fired::Cut(LimitReason::HandshakeTimeout);
+            }
+            if partial && self.was_partial && lines_seen == self.checkpoint {
+                return Fired::Cut(LimitReason::PartialLineTimeout);
+            }
+            self.was_partial = partial;
+            self.checkpoint = lines_seen;
+            self.next_check = now + partial_timeout;
         }
-        if partial && self.was_partial && lines_seen == self.checkpoint {
-            return Some(LimitReason::PartialLineTimeout);
+        let tick = now >= self.next_tick;
+        if tick {
+            // As a `MissedTickBehavior::Delay` interval: a late tick does not bunch up.
+            self.next_tick = now + self.tick_period;
         }
-        self.was_partial = partial;
-        self.checkpoint = lines_seen;
-        self.sleep
-            .as_mut()
-            .reset(tokio::time::Instant::now() + partial_timeout);
-        None
+        self.rearm();
+        if tick {
+            Fired::VardiffTick
+        } else {
+            Fired::Nothing
+        }
     }
 
     /// After each loop turn: leave the handshake phase once the miner works.
@@ -267,9 +313,8 @@ impl Watchdog {
         if !self.handshake_done && working {
             self.handshake_done = true;
             self.checkpoint = lines_seen;
-            self.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + partial_timeout);
+            self.next_check = Instant::now() + partial_timeout;
+            self.rearm();
         }
     }
 }
@@ -356,7 +401,13 @@ impl Session {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         let shared = self.shared_line.take();
-        let result = self.write_all_now_or_slowly(shared.as_deref()).await;
+        // The slow path is a boxed future: inline, its state would sit in every idle miner's
+        // task at each of the session loop's flush points.
+        let result = match self.write_now(shared.as_deref()) {
+            Ok(None) => Ok(()),
+            Ok(Some(rest)) => self.write_rest(rest).await,
+            Err(e) => Err(e),
+        };
         self.out.clear();
         // Replies are short; a big batch (the first clean job, a reconnect) must not stay
         // allocated for the life of an idle miner.
@@ -366,24 +417,25 @@ impl Session {
         result
     }
 
-    /// `out`, then the shared line. Nearly always the socket has room and this is one
-    /// `try_write` per buffer; the timed, boxed path runs only for a miner that is behind.
-    async fn write_all_now_or_slowly(&mut self, shared: Option<&str>) -> std::io::Result<()> {
+    /// `out`, then the shared line, as far as the socket takes them now: nearly always all of
+    /// it, one `try_write` per buffer. Returns what is left for the slow path (a miner that is
+    /// behind), after checking it against proxy.max_send_queue_bytes.
+    fn write_now(&mut self, shared: Option<&str>) -> std::io::Result<Option<Vec<u8>>> {
         let n = write_now(&self.writer, self.out.as_bytes())?;
         if n < self.out.len() {
             let pending = self.out.len() - n + shared.map_or(0, str::len);
             self.check_send_queue(pending)?;
             let mut rest = self.out.as_bytes()[n..].to_vec();
             rest.extend_from_slice(shared.unwrap_or("").as_bytes());
-            return self.write_rest(&rest).await;
+            return Ok(Some(rest));
         }
-        let Some(line) = shared else { return Ok(()) };
+        let Some(line) = shared else { return Ok(None) };
         let m = write_now(&self.writer, line.as_bytes())?;
         if m < line.len() {
             self.check_send_queue(line.len() - m)?;
-            return self.write_rest(&line.as_bytes()[m..]).await;
+            return Ok(Some(line.as_bytes()[m..].to_vec()));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The bytes the proxy would hold for a miner whose socket is full: over
@@ -397,13 +449,18 @@ impl Session {
     }
 
     #[cold]
-    async fn write_rest(&mut self, rest: &[u8]) -> std::io::Result<()> {
+    fn write_rest(
+        &mut self,
+        rest: Vec<u8>,
+    ) -> Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + '_>> {
         let stall = Duration::from_millis(self.ctx.config.proxy.write_stall_timeout_ms);
-        let r = Box::pin(write_slowly(&mut self.writer, rest, stall)).await;
-        if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
-            self.cut = Some(LimitReason::WriteStall);
-        }
-        r
+        Box::pin(async move {
+            let r = write_slowly(&mut self.writer, &rest, stall).await;
+            if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+                self.cut = Some(LimitReason::WriteStall);
+            }
+            r
+        })
     }
 
     fn reply_ok(&mut self, id: &Value, result: Value) {
