@@ -153,6 +153,11 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         std::time::Duration::from_millis(config.ledger.flush_interval_ms),
         shutdown.clone(),
     ));
+    ctx.tasks.spawn(registry::close_withheld_sessions(
+        ctx.withholding.clone(),
+        ctx.miners.clone(),
+        shutdown.clone(),
+    ));
     ctx.tasks.spawn(router::run_failback_probe(
         ctx.router.clone(),
         config.clone(),

@@ -5,6 +5,7 @@
 //! averages over 1 min, 15 min and 1 h (as cgminer reports them): three numbers per miner
 //! instead of a window of samples, which keeps an idle miner's entry small.
 
+use crate::withhold::Withholding;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,6 +73,10 @@ pub struct MinerEntry {
     difficulty: AtomicU64,
     /// Unix milliseconds of the last accepted share; 0 = none yet.
     last_share_ms: AtomicU64,
+    /// Asks the session to close (its work is withheld). One `Notify` here rather than a
+    /// watch stream per session: a boxed future per idle miner saved (memory per miner is a
+    /// goal of its own).
+    close: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +177,43 @@ impl MinerEntry {
     pub fn workers(&self) -> Vec<Arc<str>> {
         self.details().workers.clone()
     }
+
+    /// Ask this miner's session to close. Kept until the session looks, if it is busy.
+    pub fn ask_to_close(&self) {
+        self.close.notify_one();
+    }
+
+    /// Completes when [`MinerEntry::ask_to_close`] was called.
+    pub fn close_requested(&self) -> tokio::sync::futures::Notified<'_> {
+        self.close.notified()
+    }
+
+    fn is_withheld_by(&self, withholding: &Withholding) -> bool {
+        let details = self.details();
+        withholding.is_withheld(self.peer.ip(), &details.workers)
+    }
+}
+
+/// Closes the sessions of miners whose work gets withheld, whenever the withheld set grows
+/// (releases need nothing from live sessions), until `shutdown`. One task for the site instead
+/// of a watch per session.
+pub async fn close_withheld_sessions(
+    withholding: Arc<Withholding>,
+    miners: Arc<MinerRegistry>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut changed = withholding.subscribe();
+    loop {
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        for m in miners.all() {
+            if m.is_withheld_by(&withholding) {
+                m.ask_to_close();
+            }
+        }
+    }
 }
 
 /// Every connected miner.
@@ -195,6 +237,7 @@ impl MinerRegistry {
             stale: AtomicU64::new(0),
             difficulty: AtomicU64::new(0),
             last_share_ms: AtomicU64::new(0),
+            close: tokio::sync::Notify::new(),
         });
         self.lock().insert(id, entry.clone());
         Registered {

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::{BroadcastStream, WatchStream};
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::codec::FramedRead;
 
 /// Time a miner gets to act on `client.reconnect` before the proxy closes the socket itself.
@@ -69,10 +69,13 @@ pub fn run_session(
             tracing::debug!(%peer, "connection refused: work withheld by curtailment");
             return;
         }
-        let mut withholding = WatchStream::from_changes(ctx.withholding.subscribe());
-        let mut withholding_open = true;
         // Listed for the API while the session lives.
         let registered = ctx.miners.register(peer);
+        // Curtailment's last resort may withhold this miner's work later: the site's
+        // enforcer (registry::close_withheld_sessions) asks through its registry entry.
+        let entry = registered.entry.clone();
+        let close_requested = entry.close_requested();
+        tokio::pin!(close_requested);
         let mut session = Session::new(ctx.clone(), peer, write, registered.entry.clone());
         // Made once: a fresh `cancelled()` per loop turn registered and unregistered a waiter on
         // the token every time, a measurable part of each share's and each notify's CPU.
@@ -124,12 +127,9 @@ pub fn run_session(
                         break;
                     }
                 }
-                changed = withholding.next(), if withholding_open => {
-                    withholding_open = changed.is_some();
-                    if changed.is_some() && ctx.withholding.is_withheld(peer.ip(), &session.workers) {
-                        tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
-                        break;
-                    }
+                _ = &mut close_requested => {
+                    tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
+                    break;
                 }
                 _ = close_deadline(&mut session.close_at) => break,
                 _ = watchdog.fired() => {
