@@ -270,7 +270,7 @@ pub async fn start<S: TemplateSource>(config: Config, source: S) -> Result<PoolH
                     Err(reason) => {
                         // Closed at once: nothing of a session exists yet.
                         drop(stream);
-                        session::limit_hit(&accept_ctx, reason, peer);
+                        accept_ctx.stats.limits.hit(reason, peer, "pool");
                     }
                 },
                 Err(e) => {

@@ -37,23 +37,6 @@ struct SoloPayee {
     script: ScriptBuf,
 }
 
-/// Count a connection refused or cut by a resource limit; log the first and then at most one
-/// per 10 s (an attack must not flood the log), every one at debug.
-pub fn limit_hit(ctx: &PoolContext, reason: LimitReason, peer: SocketAddr) {
-    let key = reason.config_key();
-    match ctx.stats.limits.count(reason) {
-        Some(suppressed) => tracing::warn!(
-            %peer,
-            reason = reason.as_str(),
-            suppressed,
-            "Stratum connection cut by a resource limit (pool.{key}); further ones are logged at most every 10 s"
-        ),
-        None => {
-            tracing::debug!(%peer, reason = reason.as_str(), "Stratum connection cut by a resource limit")
-        }
-    }
-}
-
 pub async fn run_session(
     ctx: Arc<PoolContext>,
     stream: TcpStream,
@@ -149,7 +132,7 @@ pub async fn run_session(
         }
     }
     if let Some(reason) = cut {
-        limit_hit(&ctx, reason, peer);
+        ctx.stats.limits.hit(reason, peer, "pool");
     }
     ctx.stats.connections.fetch_sub(1, Relaxed);
 }

@@ -591,6 +591,10 @@ user = "acct.site"
                 "`failover.retry_initial_ms`",
             ),
             (
+                &format!("{MINIMAL}[failover]\nanswer_timeout_ms = 0"),
+                "`failover.answer_timeout_ms`",
+            ),
+            (
                 &format!("{MINIMAL}[ledger]\nflush_interval_ms = 0"),
                 "`ledger.flush_interval_ms`",
             ),
@@ -599,6 +603,28 @@ user = "acct.site"
             let e = load(text, &[]).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("fix:"), "{key}: {e}");
         }
+    }
+
+    /// `failover.answer_timeout_ms = 0` would count every forwarded share as unanswered and
+    /// drop the pool at the first watchdog tick, so it is refused. `silence_timeout_ms = 0` is
+    /// the documented "off" (README key table): pools need not send anything while no share
+    /// is pending, and the answer timeout still catches a pool that stops answering shares.
+    #[test]
+    fn a_zero_answer_timeout_is_refused_and_a_zero_silence_timeout_turns_it_off() {
+        let e = load(&format!("{MINIMAL}[failover]\nanswer_timeout_ms = 0"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`failover.answer_timeout_ms`") && e.contains("fix:"),
+            "{e}"
+        );
+        let c = load(&format!("{MINIMAL}[failover]\nsilence_timeout_ms = 0"), &[]).unwrap();
+        assert_eq!(c.failover.silence_timeout(), None);
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            c.failover.silence_timeout(),
+            Some(Duration::from_millis(300_000))
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use crate::context::ProxyContext;
 use crate::session::run_session;
-use blgv_stratum::limits::LimitReason;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -22,7 +21,7 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ProxyContext>) {
                 Err(reason) => {
                     // Closed at once: nothing of a session exists yet.
                     drop(stream);
-                    limit_hit(&ctx, reason, peer);
+                    ctx.stats.limits.hit(reason, peer, "proxy");
                 }
             },
             Err(e) => {
@@ -31,23 +30,6 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ProxyContext>) {
                 tracing::error!(error = %e, "accept failed (file descriptor limit? raise LimitNOFILE)");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-    }
-}
-
-/// Count a connection refused or cut by a resource limit; log the first and then at most one
-/// per 10 s (an attack must not flood the log), every one at debug.
-pub fn limit_hit(ctx: &ProxyContext, reason: LimitReason, peer: std::net::SocketAddr) {
-    let key = reason.config_key();
-    match ctx.stats.limits.count(reason) {
-        Some(suppressed) => tracing::warn!(
-            %peer,
-            reason = reason.as_str(),
-            suppressed,
-            "miner connection cut by a resource limit (proxy.{key}); further ones are logged at most every 10 s"
-        ),
-        None => {
-            tracing::debug!(%peer, reason = reason.as_str(), "miner connection cut by a resource limit")
         }
     }
 }

@@ -10,7 +10,6 @@ use crate::channel::{secs_since, ChannelEvent, Forward};
 use crate::context::{ProxyContext, Slot};
 use crate::link::Link;
 use crate::registry::MinerEntry;
-use crate::server::limit_hit;
 use crate::stats::bump;
 use blgv_stratum::limits::{ConnectionPermit, LimitReason, TokenBucket};
 use blgv_stratum::Vardiff;
@@ -153,7 +152,7 @@ pub fn run_session(
             }
         }
         if let Some(reason) = cut {
-            limit_hit(&ctx, reason, peer);
+            ctx.stats.limits.hit(reason, peer, "proxy");
         }
         ctx.stats.miners_connected.fetch_sub(1, Relaxed);
         drop(registered);

@@ -4,7 +4,7 @@
 //! attack does not flood the log. Plain state, no sockets: the servers apply it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,6 +100,25 @@ impl LimitCounters {
 
     pub fn get(&self, reason: LimitReason) -> u64 {
         self.counts[reason.index()].load(Relaxed)
+    }
+
+    /// Count a connection refused or cut by a resource limit and log it: the first one and
+    /// then at most one per 10 s at warn (an attack must not flood the log), every one at
+    /// debug. `section` is the server's config section (`proxy` or `pool`), so the warning
+    /// names the key to raise.
+    pub fn hit(&self, reason: LimitReason, peer: SocketAddr, section: &str) {
+        let key = reason.config_key();
+        match self.count(reason) {
+            Some(suppressed) => tracing::warn!(
+                %peer,
+                reason = reason.as_str(),
+                suppressed,
+                "Stratum connection cut by a resource limit ({section}.{key}); further ones are logged at most every 10 s"
+            ),
+            None => {
+                tracing::debug!(%peer, reason = reason.as_str(), "Stratum connection cut by a resource limit")
+            }
+        }
     }
 
     /// `(label, count)` for every reason, for the metrics endpoint.

@@ -20,6 +20,7 @@ pub mod miner;
 pub mod mosquitto;
 pub mod node;
 pub mod pool;
+pub mod relay;
 pub mod share_math;
 pub mod wait;
 

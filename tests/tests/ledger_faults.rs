@@ -325,6 +325,52 @@ async fn wait_health(api: &ApiClient, want: u16, what: &str) {
     }
 }
 
+/// The disk-full fault, twice (the second time shows the first recovery left nothing behind):
+/// each time `/health` turns 503 naming the ledger, mining goes on (`miner` gets 10 more
+/// shares accepted, answered from memory, and the `also` counter grows if given), the metrics
+/// say `{prefix}_ledger_commit_failing 1`, and `/health` is 200 again once space returns.
+async fn fill_the_disk_twice(
+    disk: &Tmpfs,
+    api_addr: SocketAddr,
+    miner: &SimMiner,
+    prefix: &str,
+    also: Option<&dyn Fn() -> u64>,
+) {
+    let api = ApiClient::new(api_addr, None);
+    wait_health(&api, 200, "before the fault").await;
+    for fault in ["full", "full again"] {
+        let filler = disk.fill();
+        wait_health(&api, 503, fault).await;
+        let (_, reasons) = health(&api).await;
+        assert!(reasons.contains("ledger"), "{fault}: {reasons}");
+        let before = miner.stats().accepted;
+        let also_before = also.map(|f| f());
+        assert!(
+            wait_until(Duration::from_secs(20), || miner.stats().accepted
+                >= before + 10
+                && also.zip(also_before).is_none_or(|(f, b)| f() > b))
+            .await,
+            "{fault}: mining stopped with the ledger failing ({} → {} accepted, other counter {:?} → {:?})",
+            before,
+            miner.stats().accepted,
+            also_before,
+            also.map(|f| f())
+        );
+        let metrics = reqwest::get(format!("http://{api_addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!("{prefix}_ledger_commit_failing 1")),
+            "{fault}: {metrics}"
+        );
+        std::fs::remove_file(filler).unwrap();
+        wait_health(&api, 200, &format!("after the {fault} disk recovered")).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_keeps_mining_on_a_full_disk_and_writes_everything_after() {
     init_logging();
@@ -332,43 +378,12 @@ async fn pool_keeps_mining_on_a_full_disk_and_writes_everything_after() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(dir.path(), "8m");
     let cloud = start_pool(&node, DIFFICULTY, &disk.path).await;
-    let api = ApiClient::new(cloud.api_addr(), None);
     let db = disk.path.join("cloud.db");
     let mut c = MinerConfig::new(cloud.local_addr(), "acct.rig");
     c.hashrate = 40_000;
     let miner = SimMiner::spawn(c);
     assert!(wait_until(Duration::from_secs(30), || miner.stats().accepted >= 5).await);
-    wait_health(&api, 200, "before the fault").await;
-
-    // Twice: the second time shows the first recovery left nothing behind.
-    for fault in ["full", "full again"] {
-        let filler = disk.fill();
-        wait_health(&api, 503, fault).await;
-        let (_, reasons) = health(&api).await;
-        assert!(reasons.contains("ledger"), "{fault}: {reasons}");
-        // Mining goes on: shares are answered from memory.
-        let before = miner.stats().accepted;
-        assert!(
-            wait_until(Duration::from_secs(20), || miner.stats().accepted
-                >= before + 10)
-            .await,
-            "{fault}: mining stopped with the ledger failing ({} → {})",
-            before,
-            miner.stats().accepted
-        );
-        let metrics = reqwest::get(format!("http://{}/metrics", cloud.api_addr()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            metrics.contains("blgv_cloud_ledger_commit_failing 1"),
-            "{fault}: {metrics}"
-        );
-        std::fs::remove_file(filler).unwrap();
-        wait_health(&api, 200, &format!("after the {fault} disk recovered")).await;
-    }
+    fill_the_disk_twice(&disk, cloud.api_addr(), &miner, "blgv_cloud", None).await;
     miner.stop().await;
     // Every share the pool accepted, through both faults, is in the ledger.
     let all = cloud.stats().shares_accepted;
@@ -396,41 +411,15 @@ async fn proxy_keeps_mining_on_a_full_disk_and_writes_everything_after() {
     let proxy = blgv_proxy::start(proxy_config(&[cloud.local_addr()], DIFFICULTY, &disk.path))
         .await
         .unwrap();
-    let api = ApiClient::new(proxy.api_addr().unwrap(), None);
     let db = disk.path.join("ledger.db");
     let mut c = MinerConfig::new(proxy.local_addr(), "rig");
     c.hashrate = 40_000;
     let miner = SimMiner::spawn(c);
     assert!(wait_until(Duration::from_secs(30), || miner.stats().accepted >= 5).await);
-    wait_health(&api, 200, "before the fault").await;
-
-    // Twice: the second time shows the first recovery left nothing behind.
-    for fault in ["full", "full again"] {
-        let filler = disk.fill();
-        wait_health(&api, 503, fault).await;
-        let (_, reasons) = health(&api).await;
-        assert!(reasons.contains("ledger"), "{fault}: {reasons}");
-        let (before, upstream) = (miner.stats().accepted, proxy.stats().upstream_accepted);
-        assert!(
-            wait_until(Duration::from_secs(20), || miner.stats().accepted
-                >= before + 10
-                && proxy.stats().upstream_accepted > upstream)
-            .await,
-            "{fault}: mining stopped with the ledger failing"
-        );
-        let metrics = reqwest::get(format!("http://{}/metrics", proxy.api_addr().unwrap()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            metrics.contains("blgv_proxy_ledger_commit_failing 1"),
-            "{fault}: {metrics}"
-        );
-        std::fs::remove_file(filler).unwrap();
-        wait_health(&api, 200, &format!("after the {fault} disk recovered")).await;
-    }
+    // Forwards to the pool go on too.
+    let forwarded = || proxy.stats().upstream_accepted;
+    let api_addr = proxy.api_addr().unwrap();
+    fill_the_disk_twice(&disk, api_addr, &miner, "blgv_proxy", Some(&forwarded)).await;
     miner.stop().await;
     let all = proxy.stats().shares_accepted as i64;
     let counted = || {

@@ -8,15 +8,11 @@
 
 mod common;
 
+use blgv_tests::relay::Relay;
 use blgv_tests::{wait_until, MinerConfig, SimMiner, TestPool, TestPoolConfig};
 use common::{init_logging, proxy_config_with};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const MINER_DIFFICULTY: f64 = 1.0 / 262_144.0;
 
@@ -25,72 +21,6 @@ fn pool_config() -> TestPoolConfig {
         difficulty: 1.0 / 65_536.0,
         job_interval: Some(Duration::from_secs(1)),
         ..Default::default()
-    }
-}
-
-/// A TCP relay to `target` that can swallow everything (black hole) or cut every connection.
-struct Relay {
-    addr: SocketAddr,
-    black_hole: Arc<AtomicBool>,
-    cut: Arc<Mutex<CancellationToken>>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let black_hole = Arc::new(AtomicBool::new(false));
-        let cut = Arc::new(Mutex::new(CancellationToken::new()));
-        let (bh, c) = (black_hole.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((down, _)) = listener.accept().await {
-                let Ok(up) = TcpStream::connect(target).await else {
-                    continue;
-                };
-                let token = c.lock().unwrap().clone();
-                let (dr, dw) = down.into_split();
-                let (ur, uw) = up.into_split();
-                for (mut from, mut to) in [(dr, uw), (ur, dw)].map(|(r, w)| {
-                    (
-                        Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                        Box::new(w) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-                    )
-                }) {
-                    let (bh, token) = (bh.clone(), token.clone());
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 16384];
-                        loop {
-                            let n = tokio::select! {
-                                r = from.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
-                                _ = token.cancelled() => break,
-                            };
-                            // Black hole: bytes vanish, the connection stays up.
-                            if !bh.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown().await;
-                    });
-                }
-            }
-        });
-        Relay {
-            addr,
-            black_hole,
-            cut,
-        }
-    }
-
-    fn set_black_hole(&self, on: bool) {
-        self.black_hole.store(on, Ordering::SeqCst);
-    }
-
-    /// Close every connection open now (new ones pass).
-    fn cut_all(&self) {
-        let mut token = self.cut.lock().unwrap();
-        token.cancel();
-        *token = CancellationToken::new();
     }
 }
 

@@ -18,17 +18,16 @@ mod common;
 use blgv_tests::browser::Browser;
 use blgv_tests::meter_sim::{MeterSim, SimProfile};
 use blgv_tests::node::{NodeConfig, NodeStandIn};
+use blgv_tests::relay::Relay;
 use blgv_tests::{wait_until, MinerConfig, SimMiner};
 use common::{cloud_config_with, init_logging, proxy_config_with, ApiClient};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const TOKEN_A: &str = "site-a-energy-token-0123456789";
 const TOKEN_B: &str = "site-b-energy-token-0123456789";
@@ -824,69 +823,6 @@ async fn bad_reports_are_refused_naming_the_field() {
 
 // ---- The fault test: outage, SIGKILL mid-send, restart ---------------------------------------
 
-/// A TCP relay in front of the pool's API: the proxy's reports go through it. It can swallow
-/// the pool's answers (`hold`), so a report is stored by the pool and never acknowledged.
-struct Relay {
-    addr: SocketAddr,
-    target: Arc<Mutex<SocketAddr>>,
-    hold: Arc<AtomicBool>,
-    /// Every byte the pool answered, delivered or not.
-    answers: Arc<Mutex<String>>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay = Relay {
-            addr: listener.local_addr().unwrap(),
-            target: Arc::new(Mutex::new(target)),
-            hold: Arc::new(AtomicBool::new(false)),
-            answers: Arc::new(Mutex::new(String::new())),
-        };
-        let (target, hold, answers) = (
-            relay.target.clone(),
-            relay.hold.clone(),
-            relay.answers.clone(),
-        );
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let to = *target.lock().unwrap();
-                let (hold, answers) = (hold.clone(), answers.clone());
-                tokio::spawn(async move {
-                    // The pool is down: the connection closes, as a refused one would.
-                    let Ok(server) = TcpStream::connect(to).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let up = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                    });
-                    let mut buf = vec![0u8; 16384];
-                    loop {
-                        match sr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                answers
-                                    .lock()
-                                    .unwrap()
-                                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-                                if !hold.load(Ordering::SeqCst)
-                                    && cw.write_all(&buf[..n]).await.is_err()
-                                {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    up.abort();
-                });
-            }
-        });
-        relay
-    }
-}
-
 /// `cargo build -p blgv-proxy` (the binary is not a dependency of this crate).
 fn build_proxy() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -1007,9 +943,9 @@ async fn outage_and_sigkill_lose_no_interval_and_count_none_twice() {
     );
     // 3. The pool comes back, but its answers are swallowed: the first report it stores is
     // never acknowledged, and the proxy is killed while waiting for that answer.
-    relay.hold.store(true, Ordering::SeqCst);
+    relay.set_hold_answers(true);
     let cloud = start_cloud(&node, dir.path(), "").await;
-    *relay.target.lock().unwrap() = cloud.api_addr();
+    relay.set_target(cloud.api_addr());
     assert!(
         wait_until(Duration::from_secs(20), || pool_intervals(&db, "site-f")
             .len()
@@ -1030,7 +966,7 @@ async fn outage_and_sigkill_lose_no_interval_and_count_none_twice() {
     let queued_at_kill = outbox_len(&outbox);
     // 4. The proxy restarts (a second later) and the answers flow again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    relay.hold.store(false, Ordering::SeqCst);
+    relay.set_hold_answers(false);
     let mut child = spawn_proxy(&bin, &config, &log);
     let caught_up = (killed_at.ceil() as i64) + 4;
     assert!(
@@ -1059,7 +995,7 @@ async fn outage_and_sigkill_lose_no_interval_and_count_none_twice() {
         last - first,
         "every 1 s interval once: {iv:?}"
     );
-    let answers = relay.answers.lock().unwrap().clone();
+    let answers = relay.answers();
     let duplicates = answers.matches("\"duplicate\"").count();
     assert!(
         duplicates >= 1,
