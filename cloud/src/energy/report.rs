@@ -35,7 +35,7 @@ mod tests {
             parse(body.as_bytes(), now, &cfg).unwrap_err().field,
             "interval_end"
         );
-        cfg.max_interval_secs = 600;
+        cfg.max_interval_secs = 660;
         cfg.max_clock_skew_secs = 30;
         let e = parse(body.as_bytes(), now, &cfg).unwrap_err();
         assert_eq!(e.field, "interval_end");
