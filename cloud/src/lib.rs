@@ -6,7 +6,8 @@
 
 pub mod api;
 pub mod blocks;
-pub mod coinbase;
+/// Coinbase assembly lives in blgv-coinbase (the fuzzer links it without the pool).
+pub use blgv_coinbase as coinbase;
 pub mod config;
 pub mod context;
 pub mod energy;

@@ -7,7 +7,7 @@
 //! a short input reads as zeros.
 
 use bitcoin::consensus::Decodable;
-use blgv_cloud::coinbase;
+use blgv_coinbase as coinbase;
 use blgv_stratum::{
     check_share, hash_difficulty, sha256d, Difficulty, Extranonce, Job, ShareHash, ShareRejection,
     ShareRules, Submit, Target,

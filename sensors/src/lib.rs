@@ -12,8 +12,15 @@
 //!
 //! Nothing here knows Stratum; the proxy wires these pieces to its miner registry.
 
+// The `runtime` feature (default) is everything that talks to the outside: Modbus links and
+// polling tasks, the MQTT grid link, the firmware control clients (gRPC, HTTP), the curtailment
+// loop. Without it only the pure decoders and the power controller's arithmetic remain, which
+// is what the fuzz targets need: the fuzz build then skips tonic, reqwest, rumqttc and
+// tokio-modbus and their TLS stacks, all compiled with sanitizer coverage.
+#[cfg(feature = "runtime")]
 pub mod control;
 pub mod controller;
+#[cfg(feature = "runtime")]
 pub mod curtailment;
 pub mod efficiency;
 pub mod grid;

@@ -13,7 +13,9 @@
 //! whose interval starts in it.
 
 use super::{bearer_token, constant_time_eq, ApiError, ApiResult, Shared};
-use crate::energy::carbon::{resolve_factor, FactorError, GramsCo2e, KilowattHours, Totals};
+use crate::energy::carbon::{
+    resolve_factor, FactorError, GramsCo2e, KilowattHours, SourceFactors, Totals,
+};
 use crate::energy::config::valid_site_id;
 use crate::energy::store::{Ingest, SiteSummary, SourceSummary, Summary};
 use crate::energy::{report, EnergySection, EnergySite, SourceKind};

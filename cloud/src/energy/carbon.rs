@@ -9,99 +9,25 @@
 //! The factor used for each source is resolved when the report arrives and stored with it, so
 //! a footprint never changes after the fact when the configuration is edited.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// An amount of energy, in kilowatt-hours.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KilowattHours(pub f64);
-
-/// An emission factor, in grams of CO₂-equivalent per kilowatt-hour.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct GramsPerKwh(pub f64);
-
-/// An amount of emissions, in grams of CO₂-equivalent.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct GramsCo2e(pub f64);
-
-impl std::ops::Mul<GramsPerKwh> for KilowattHours {
-    type Output = GramsCo2e;
-    fn mul(self, factor: GramsPerKwh) -> GramsCo2e {
-        GramsCo2e(self.0 * factor.0)
-    }
-}
-
-impl std::ops::Add for GramsCo2e {
-    type Output = GramsCo2e;
-    fn add(self, o: GramsCo2e) -> GramsCo2e {
-        GramsCo2e(self.0 + o.0)
-    }
-}
-
-impl std::ops::Add for KilowattHours {
-    type Output = KilowattHours;
-    fn add(self, o: KilowattHours) -> KilowattHours {
-        KilowattHours(self.0 + o.0)
-    }
-}
+pub use blgv_energy::{GramsCo2e, GramsPerKwh, KilowattHours, SourceKind};
+use serde::Serialize;
 
 /// Joules in one kilowatt-hour.
 pub const JOULES_PER_KWH: f64 = 3_600_000.0;
 /// Hashes in one terahash.
 pub const HASHES_PER_TH: f64 = 1e12;
 
-/// What powered the hashing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    Solar,
-    Wind,
-    Hydro,
-    Geothermal,
-    Biomass,
-    Nuclear,
-    Gas,
-    Coal,
-    /// Electricity from the public grid; its factor is the region's.
-    Grid,
+/// The pool's knowledge about each source kind (the kinds themselves are the wire format's,
+/// in blgv-energy, which knows nothing about carbon accounting).
+pub trait SourceFactors {
+    /// The IPCC AR5 life-cycle median; `None` for the grid (its factor is regional).
+    fn ipcc_ar5_median(self) -> Option<GramsPerKwh>;
+    /// Renewable sources, for the mix's "renewable %".
+    fn is_renewable(&self) -> bool;
 }
 
-impl SourceKind {
-    pub const ALL: [SourceKind; 9] = [
-        SourceKind::Solar,
-        SourceKind::Wind,
-        SourceKind::Hydro,
-        SourceKind::Geothermal,
-        SourceKind::Biomass,
-        SourceKind::Nuclear,
-        SourceKind::Gas,
-        SourceKind::Coal,
-        SourceKind::Grid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Solar => "solar",
-            SourceKind::Wind => "wind",
-            SourceKind::Hydro => "hydro",
-            SourceKind::Geothermal => "geothermal",
-            SourceKind::Biomass => "biomass",
-            SourceKind::Nuclear => "nuclear",
-            SourceKind::Gas => "gas",
-            SourceKind::Coal => "coal",
-            SourceKind::Grid => "grid",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<SourceKind> {
-        SourceKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-
-    /// The IPCC AR5 life-cycle median; `None` for the grid (its factor is regional).
-    pub fn ipcc_ar5_median(self) -> Option<GramsPerKwh> {
+impl SourceFactors for SourceKind {
+    fn ipcc_ar5_median(self) -> Option<GramsPerKwh> {
         let g = match self {
             SourceKind::Coal => 820.0,
             SourceKind::Gas => 490.0,
@@ -116,22 +42,15 @@ impl SourceKind {
         Some(GramsPerKwh(g))
     }
 
-    /// Renewable sources, for the mix's "renewable %".
-    pub fn is_renewable(self) -> bool {
+    fn is_renewable(&self) -> bool {
         matches!(
-            self,
+            *self,
             SourceKind::Solar
                 | SourceKind::Wind
                 | SourceKind::Hydro
                 | SourceKind::Geothermal
                 | SourceKind::Biomass
         )
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -71,19 +71,18 @@ impl std::fmt::Debug for EnergySite {
     }
 }
 
-/// Site ids are short, printable and safe in URLs and logs.
-pub fn valid_site_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// The highest factor accepted anywhere (lignite is ~1 200; anything far above is a typo).
-pub const MAX_FACTOR_G_PER_KWH: f64 = 2_000.0;
+// One rule for site ids and factors at the proxy, here and in reports (blgv-energy).
+pub use blgv_energy::{valid_site_id, MAX_FACTOR_G_PER_KWH};
 
 impl EnergySection {
+    /// What the shared report validator needs of this section.
+    pub fn report_rules(&self) -> blgv_energy::Rules {
+        blgv_energy::Rules {
+            max_clock_skew_secs: self.max_clock_skew_secs,
+            max_interval_secs: self.max_interval_secs,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_interval_secs == 0 || self.max_interval_secs > 7 * 86_400 {
             return Err(ConfigError::new(

@@ -193,8 +193,8 @@ impl EnergyStore {
                 report.total_kwh().0,
                 total.0,
                 report.hashes,
-                report.average_kw,
-                report.peak_kw,
+                report.average_kw.0,
+                report.peak_kw.0,
                 signal,
                 compliant,
                 canonical

@@ -234,7 +234,7 @@ impl Builder {
             reports.push(NewReport {
                 interval_start: start,
                 interval_end: end,
-                body: report.to_json(),
+                body: report.canonical(),
             });
             start = end;
         }
@@ -359,7 +359,7 @@ impl Builder {
             hashes,
             curtailment,
         };
-        let body = report.to_bounded_json();
+        let body = super::report::bounded_json(&mut report);
         tracing::debug!(
             start,
             end,

@@ -128,17 +128,12 @@ impl EnergySection {
     }
 }
 
-/// Site ids are short, printable and safe in URLs and logs (the pool checks the same).
-pub fn valid_site_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// The highest factor the pool accepts.
-const MAX_FACTOR: f64 = 2_000.0;
+// The pool checks reports with the same rules (blgv-energy): a config that passes here
+// yields reports the pool accepts.
+pub use blgv_energy::valid_site_id;
+use blgv_energy::{
+    MAX_FACTOR_G_PER_KWH as MAX_FACTOR, MAX_METER_CHARS, MAX_REGION_CHARS, MAX_SOURCES,
+};
 
 /// Check the `[energy]` section against the meters it names.
 pub fn validate(energy: &Option<EnergySection>, meters: &[MeterConfig]) -> Result<(), ConfigError> {
@@ -176,11 +171,11 @@ pub fn validate(energy: &Option<EnergySection>, meters: &[MeterConfig]) -> Resul
             "add an [[energy.sources]] table with kind and meter for each feed of the site",
         ));
     }
-    if e.sources.len() > 32 {
+    if e.sources.len() > MAX_SOURCES {
         return Err(ConfigError::new(
             "energy.sources",
             format!("{} sources", e.sources.len()),
-            "list at most 32 sources (the pool takes at most 32 per report)",
+            format!("list at most {MAX_SOURCES} sources (the pool takes at most {MAX_SOURCES} per report)"),
         ));
     }
     for (i, s) in e.sources.iter().enumerate() {
@@ -202,6 +197,16 @@ pub fn validate(energy: &Option<EnergySection>, meters: &[MeterConfig]) -> Resul
                 "name the id of the meter that measures this feed",
             ));
         }
+        if s.meter.len() > MAX_METER_CHARS || s.meter.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                key("meter"),
+                format!(
+                    "{:?} is longer than {MAX_METER_CHARS} bytes or has control characters",
+                    s.meter
+                ),
+                "the pool refuses such a meter id in a report: give the meter a short printable id",
+            ));
+        }
         if let Some(j) = e.sources[..i].iter().position(|o| o.meter == s.meter) {
             return Err(ConfigError::new(
                 key("meter"),
@@ -217,10 +222,14 @@ pub fn validate(energy: &Option<EnergySection>, meters: &[MeterConfig]) -> Resul
                     "set region to a name the pool lists in [energy.grid_regions], e.g. \"DE\"",
                 ))
             }
-            (SourceKind::Grid, Some(r)) if r.trim().is_empty() || r.len() > 64 => {
+            (SourceKind::Grid, Some(r))
+                if r.trim().is_empty()
+                    || r.len() > MAX_REGION_CHARS
+                    || r.chars().any(char::is_control) =>
+            {
                 return Err(ConfigError::new(
                     key("region"),
-                    format!("{r:?} is empty or longer than 64 characters"),
+                    format!("{r:?} is empty, longer than {MAX_REGION_CHARS} bytes or has control characters"),
                     "use the region's short name, e.g. \"DE\" or \"US-TX-ERCOT\"",
                 ))
             }

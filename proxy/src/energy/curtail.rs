@@ -8,7 +8,7 @@
 //! than 50 happen in one interval.
 
 use super::integrate::interval_of;
-use super::report::{CurtailmentEvent, CurtailmentSummary, MAX_EVENTS, MAX_EVENT_CHARS};
+use super::report::{event_text, CurtailmentEvent, CurtailmentSummary, MAX_EVENTS};
 use blgv_sensors::curtailment::{CurtailmentEvent as LoopEvent, CurtailmentStatus};
 use std::collections::BTreeMap;
 
@@ -107,7 +107,7 @@ impl CurtailmentTracker {
                 b.events.push(CurtailmentEvent {
                     at: e.at as i64,
                     signal_id: e.signal_id.clone(),
-                    what: e.what.chars().take(MAX_EVENT_CHARS).collect(),
+                    what: event_text(&e.what),
                 });
             } else {
                 b.events_omitted += 1;

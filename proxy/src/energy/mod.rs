@@ -14,7 +14,8 @@
 //! measured, so the pool sees every interval exactly once.
 //!
 //! * [`config`]: the `[energy]` section.
-//! * [`report`]: the report's JSON shape (the pool's parser is `cloud/src/energy/report.rs`).
+//! * [`report`]: what the proxy decides about its reports; the JSON shape and the pool's
+//!   validator are `blgv-energy`, shared with the pool.
 //! * [`builder`]: the task that builds the reports.
 
 pub mod builder;

@@ -1,174 +1,64 @@
-//! The energy report a site sends to the pool every interval: the JSON shape (version 1) that
-//! `blgv-cloud` takes at `POST /api/energy/report` (its parser is
-//! `cloud/src/energy/report.rs`; the two crates do not depend on each other, and
-//! `tests/tests/site_energy.rs` checks that what this side builds the coordinator accepts).
+//! The energy report a site sends to the pool every interval. The wire format (types, limits,
+//! validation) is `blgv-energy`, shared with the pool that parses it (`blgv_energy::parse`);
+//! this module holds what only the sender decides: how many curtailment events it sends and
+//! how large a body may get.
 //!
 //! Times are unix seconds (UTC) and the interval is `[interval_start, interval_end)`, aligned
 //! to `energy.report_interval_secs`.
 
-use serde::{Deserialize, Serialize};
+pub use blgv_energy::{
+    CurtailmentEvent, CurtailmentSummary, EnergyReport, GramsPerKwh, KilowattHours, Kilowatts,
+    SiteId, SourceEnergy, SourceKind, VERSION,
+};
 
-/// The report version this proxy writes.
-pub const VERSION: u32 = 1;
-
-/// The site's identifier at the pool (`energy.site_id`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SiteId(pub String);
-
-/// An amount of energy, in kilowatt-hours.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KilowattHours(pub f64);
-
-/// Power, in kilowatts.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Kilowatts(pub f64);
-
-/// An emission factor a site declares for one of its sources, in gCO₂e per kWh.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct GramsPerKwh(pub f64);
-
-/// What powers a feed of the site. The pool knows the IPCC AR5 life-cycle factor of each kind;
-/// `grid` takes the factor of its region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    Solar,
-    Wind,
-    Hydro,
-    Geothermal,
-    Biomass,
-    Nuclear,
-    Gas,
-    Coal,
-    Grid,
-}
-
-impl SourceKind {
-    pub const ALL: [SourceKind; 9] = [
-        SourceKind::Solar,
-        SourceKind::Wind,
-        SourceKind::Hydro,
-        SourceKind::Geothermal,
-        SourceKind::Biomass,
-        SourceKind::Nuclear,
-        SourceKind::Gas,
-        SourceKind::Coal,
-        SourceKind::Grid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Solar => "solar",
-            SourceKind::Wind => "wind",
-            SourceKind::Hydro => "hydro",
-            SourceKind::Geothermal => "geothermal",
-            SourceKind::Biomass => "biomass",
-            SourceKind::Nuclear => "nuclear",
-            SourceKind::Gas => "gas",
-            SourceKind::Coal => "coal",
-            SourceKind::Grid => "grid",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<SourceKind> {
-        SourceKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
-
-/// The energy one source delivered in the interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceEnergy {
-    pub kind: SourceKind,
-    /// The `[[meters]]` id that measures this feed.
-    pub meter: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    pub kwh: KilowattHours,
-    /// Seconds of the interval the meter's good readings covered (less than the interval when
-    /// the meter was blind or the proxy was not running).
-    pub measured_secs: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub g_co2_per_kwh: Option<GramsPerKwh>,
-}
-
-/// One line of the curtailment loop's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CurtailmentEvent {
-    pub at: i64,
-    pub signal_id: Option<String>,
-    pub what: String,
-}
-
-/// The grid operator's signals during the interval and how the site obeyed.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct CurtailmentSummary {
-    /// Seconds a signal was in force.
-    pub signal_secs: f64,
-    /// Of those, seconds the site meter read at or under the limit.
-    pub compliant_secs: f64,
-    pub signal_ids: Vec<String>,
-    pub events: Vec<CurtailmentEvent>,
-    /// Events left out to keep the report small.
-    pub events_omitted: u64,
-}
-
-/// Most events one report carries (the pool takes up to 200; the body must stay well under its
-/// `api.max_body_bytes`).
+/// Most events one report carries (the pool takes up to `blgv_energy::MAX_EVENTS`; the body
+/// must stay well under its `api.max_body_bytes`).
 pub const MAX_EVENTS: usize = 50;
-/// Longest event text sent.
+/// Longest event text sent, in characters (the pool takes `blgv_energy::MAX_EVENT_WHAT_CHARS`
+/// bytes; 200 characters of up to 2 bytes each fit).
 pub const MAX_EVENT_CHARS: usize = 200;
 /// Largest body sent: well under the pool's default `api.max_body_bytes` (16 KiB), which a
 /// report must never exceed (it would be refused on every retry and hold up the ones after it).
 pub const MAX_BODY_BYTES: usize = 12 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnergyReport {
-    pub version: u32,
-    pub site_id: SiteId,
-    pub interval_start: i64,
-    pub interval_end: i64,
-    pub sources: Vec<SourceEnergy>,
-    /// Σ over the sources of each one's mean power while measured.
-    pub average_kw: Kilowatts,
-    /// Highest sum of the sources' latest readings seen in the interval.
-    pub peak_kw: Kilowatts,
-    /// Σ accepted difficulty × 2³² of the shares the proxy accepted in the interval.
-    pub hashes: f64,
-    /// `None` when the site runs no curtailment loop (or was not running).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub curtailment: Option<CurtailmentSummary>,
+// What the proxy sends must stay within what the pool accepts.
+const _: () = assert!(MAX_EVENTS <= blgv_energy::MAX_EVENTS);
+
+/// An event's text as the pool accepts it: 1 to `blgv_energy::MAX_EVENT_WHAT_CHARS` bytes, no
+/// control characters. The loop's texts can quote a firmware's error (line breaks) or a
+/// non-ASCII signal id; one report the pool refuses would be retried forever and hold up the
+/// ones after it, so the text is cleaned here rather than refused there.
+pub fn event_text(what: &str) -> String {
+    let mut out = String::new();
+    for c in what.chars().take(MAX_EVENT_CHARS) {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > blgv_energy::MAX_EVENT_WHAT_CHARS {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
 }
 
-impl EnergyReport {
-    pub fn total_kwh(&self) -> KilowattHours {
-        KilowattHours(self.sources.iter().map(|s| s.kwh.0).sum())
-    }
-
-    /// The body sent to the pool; stored in the outbox and sent byte for byte on every retry,
-    /// so the pool can tell a retry from a different report.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// [`EnergyReport::to_json`], leaving out the newest curtailment events (counted in
-    /// `events_omitted`) while the body is over [`MAX_BODY_BYTES`].
-    pub fn to_bounded_json(&mut self) -> String {
-        loop {
-            let body = self.to_json();
-            let Some(c) = self.curtailment.as_mut().filter(|c| !c.events.is_empty()) else {
-                return body;
-            };
-            if body.len() <= MAX_BODY_BYTES {
-                return body;
-            }
-            let drop = (c.events.len() / 4).max(1);
-            c.events.truncate(c.events.len() - drop);
-            c.events_omitted += drop as u64;
+/// [`EnergyReport::canonical`], leaving out the newest curtailment events (counted in
+/// `events_omitted`) while the body is over [`MAX_BODY_BYTES`]. The body is stored in the
+/// outbox and sent byte for byte on every retry, so the pool can tell a retry from a different
+/// report.
+pub fn bounded_json(report: &mut EnergyReport) -> String {
+    loop {
+        let body = report.canonical();
+        let Some(c) = report.curtailment.as_mut().filter(|c| !c.events.is_empty()) else {
+            return body;
+        };
+        if body.len() <= MAX_BODY_BYTES {
+            return body;
         }
+        let drop = (c.events.len() / 4).max(1);
+        c.events.truncate(c.events.len() - drop);
+        c.events_omitted += drop as u64;
     }
 }
 
@@ -206,7 +96,7 @@ mod tests {
             hashes: 4.294967296e12,
             curtailment: None,
         };
-        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.canonical()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -219,9 +109,59 @@ mod tests {
                 "average_kw": 21.0, "peak_kw": 22.5, "hashes": 4294967296000.0
             })
         );
-        let back: EnergyReport = serde_json::from_str(&r.to_json()).unwrap();
+        let back: EnergyReport = serde_json::from_str(&r.canonical()).unwrap();
         assert_eq!(back, r);
         assert_eq!(r.total_kwh(), KilowattHours(1.75));
+    }
+
+    #[test]
+    fn event_texts_are_what_the_pool_accepts() {
+        assert_eq!(event_text("shed 3 miners"), "shed 3 miners");
+        assert_eq!(event_text("error:\nboard 2\r\n"), "error: board 2  ");
+        assert_eq!(event_text(""), "-");
+        assert_eq!(event_text(&"x".repeat(500)).len(), MAX_EVENT_CHARS);
+        // 200 four-byte characters would be 800 bytes: cut at the byte limit, on a char boundary.
+        let wide = event_text(&"😀".repeat(300));
+        assert_eq!(wide.len(), blgv_energy::MAX_EVENT_WHAT_CHARS);
+        assert_eq!(wide.chars().count(), blgv_energy::MAX_EVENT_WHAT_CHARS / 4);
+        // The pool takes a report carrying such events.
+        let r = EnergyReport {
+            version: VERSION,
+            site_id: SiteId("a".into()),
+            interval_start: 0,
+            interval_end: 300,
+            sources: vec![SourceEnergy {
+                kind: SourceKind::Solar,
+                meter: "pv".into(),
+                region: None,
+                kwh: KilowattHours(1.0),
+                measured_secs: 300.0,
+                g_co2_per_kwh: None,
+            }],
+            average_kw: Kilowatts(12.0),
+            peak_kw: Kilowatts(12.0),
+            hashes: 0.0,
+            curtailment: Some(CurtailmentSummary {
+                signal_secs: 10.0,
+                compliant_secs: 10.0,
+                signal_ids: vec!["s".into()],
+                events: ["", "a\tb", &"😀".repeat(300)]
+                    .iter()
+                    .map(|w| CurtailmentEvent {
+                        at: 5,
+                        signal_id: None,
+                        what: event_text(w),
+                    })
+                    .collect(),
+                events_omitted: 0,
+            }),
+        };
+        blgv_energy::parse(
+            r.canonical().as_bytes(),
+            300,
+            &blgv_energy::Rules::default(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -245,8 +185,8 @@ mod tests {
                 ..Default::default()
             }),
         };
-        assert!(r.to_json().len() > MAX_BODY_BYTES);
-        let body = r.to_bounded_json();
+        assert!(r.canonical().len() > MAX_BODY_BYTES);
+        let body = bounded_json(&mut r);
         assert!(body.len() <= MAX_BODY_BYTES);
         let c = r.curtailment.as_ref().unwrap();
         assert!(!c.events.is_empty());

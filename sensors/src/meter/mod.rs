@@ -25,17 +25,23 @@
 pub mod config;
 pub mod decode;
 pub mod error;
+#[cfg(feature = "runtime")]
 mod link;
+#[cfg(feature = "runtime")]
 mod poller;
 pub mod presets;
+#[cfg(feature = "runtime")]
 mod quality;
 pub mod reading;
 pub mod register_map;
 pub mod sunspec;
 
+#[cfg(feature = "runtime")]
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "runtime")]
 use tokio::sync::watch;
+#[cfg(feature = "runtime")]
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -47,6 +53,7 @@ pub use reading::{PhaseReading, Quality, Reading};
 
 /// The reading side of a running meter poller. Cheap to clone; every clone sees the same
 /// readings.
+#[cfg(feature = "runtime")]
 #[derive(Debug, Clone)]
 pub struct MeterHandle {
     id: String,
@@ -55,6 +62,7 @@ pub struct MeterHandle {
     rx: watch::Receiver<Reading>,
 }
 
+#[cfg(feature = "runtime")]
 impl MeterHandle {
     /// The most recent reading. A Good reading older than `stale_after_ms` (the poller is busy
     /// retrying a meter that stopped answering, or has stopped) is returned as
@@ -86,6 +94,7 @@ impl MeterHandle {
 ///
 /// An invalid configuration does not panic: the handle's reading is Bad with the validation
 /// error, and nothing is polled.
+#[cfg(feature = "runtime")]
 pub fn spawn_meter(cfg: MeterConfig, shutdown: CancellationToken) -> MeterHandle {
     let initial = Reading::bad(cfg.id.clone(), SystemTime::now(), "no reading yet");
     let (tx, rx) = watch::channel(initial);
