@@ -2,7 +2,7 @@
 # the fuzz smoke stage of scripts/test (CI). Source it; it defines functions and variables only.
 #
 # The build is what `cargo fuzz build` does, without needing cargo-fuzz installed (2 min on a
-# fresh CI machine): a nightly `cargo build --release` of the fuzz crate for the host target
+# fresh CI machine): a `cargo build --release` of the fuzz crate for the host target
 # (so build scripts and proc macros stay uninstrumented) with libFuzzer's coverage
 # instrumentation. Debug assertions and overflow checks are always on: an arithmetic overflow
 # on hostile input is a finding, not a silent wrap.
@@ -10,21 +10,31 @@
 FUZZ_TARGETS_ALL=(stratum_line share_header modbus_decode grid_signal energy_report)
 # Where the fuzz build goes: under target/ so CI's disk accounting (du target) includes it.
 FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
-# address (cargo-fuzz's default) or none.
-FUZZ_SANITIZER="${FUZZ_SANITIZER:-address}"
+# The toolchain: nightly when there is one (the address sanitizer needs -Z flags), else the
+# machine's default toolchain. libFuzzer's coverage instrumentation (-Cpasses=sancov-module and
+# the -Cllvm-args below) is made of stable options, so a stable toolchain fuzzes too, without a
+# sanitizer: the code under test is safe Rust, where ASan finds little that a panic or an
+# overflow check does not. The CI machine has only its stable toolchain.
+if [ -z "${FUZZ_TOOLCHAIN+x}" ]; then
+  if cargo +nightly --version >/dev/null 2>&1; then FUZZ_TOOLCHAIN=+nightly; else FUZZ_TOOLCHAIN=""; fi
+fi
+# address (cargo-fuzz's default; nightly only) or none.
+if [ -z "${FUZZ_SANITIZER+x}" ]; then
+  if [ "$FUZZ_TOOLCHAIN" = +nightly ]; then FUZZ_SANITIZER=address; else FUZZ_SANITIZER=none; fi
+fi
+
+# fuzz_describe: one line naming the toolchain and the sanitizer in use.
+fuzz_describe() {
+  echo "$(rustc ${FUZZ_TOOLCHAIN} --version), $FUZZ_SANITIZER sanitizer"
+}
 
 fuzz_host_triple() {
-  rustc +nightly -vV | sed -n 's/^host: //p'
+  rustc ${FUZZ_TOOLCHAIN} -vV | sed -n 's/^host: //p'
 }
 
 # The directory the fuzz binaries end up in.
 fuzz_bin_dir() {
   echo "$FUZZ_TARGET_DIR/$(fuzz_host_triple)/release"
-}
-
-# fuzz_have_nightly: true when a nightly toolchain can build the fuzz crate.
-fuzz_have_nightly() {
-  cargo +nightly --version >/dev/null 2>&1
 }
 
 # fuzz_build TARGET...: build the given fuzz targets (all of them when none is given).
@@ -40,7 +50,9 @@ fuzz_build() {
     -Coverflow-checks
   )
   case "$FUZZ_SANITIZER" in
-    address) flags+=(-Zsanitizer=address) ;;
+    address)
+      [ "$FUZZ_TOOLCHAIN" = +nightly ] || { echo "FUZZ_SANITIZER=address needs FUZZ_TOOLCHAIN=+nightly" >&2; return 2; }
+      flags+=(-Zsanitizer=address) ;;
     none) ;;
     *) echo "FUZZ_SANITIZER=$FUZZ_SANITIZER: use address or none" >&2; return 2 ;;
   esac
@@ -51,7 +63,7 @@ fuzz_build() {
   # RUSTFLAGS of the caller (e.g. the root workspace's) must not leak into this build, and a
   # CARGO_TARGET_DIR set for the root workspace must not mix sanitizer builds into it.
   env -u CARGO_TARGET_DIR RUSTFLAGS="${flags[*]}" CARGO_INCREMENTAL=0 \
-    cargo +nightly build --release --manifest-path fuzz/Cargo.toml \
+    cargo ${FUZZ_TOOLCHAIN} build --release --manifest-path fuzz/Cargo.toml \
       --target "$(fuzz_host_triple)" --target-dir "$FUZZ_TARGET_DIR" "${bins[@]}"
 }
 

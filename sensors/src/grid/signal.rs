@@ -118,8 +118,13 @@ fn parse_time(v: &Value, name: &'static str) -> Result<SystemTime, SignalError> 
         Value::Number(n) => {
             let secs = n
                 .as_u64()
-                .filter(|s| *s < 1 << 40)
                 .ok_or_else(|| field(name, "unix seconds must be a positive integer"))?;
+            if secs > LAST_RFC3339_SECOND {
+                return Err(field(
+                    name,
+                    format!("{secs} unix seconds is after the year 9999; send seconds since 1970"),
+                ));
+            }
             Ok(UNIX_EPOCH + Duration::from_secs(secs))
         }
         Value::String(s) => humantime::parse_rfc3339(s)
@@ -129,8 +134,21 @@ fn parse_time(v: &Value, name: &'static str) -> Result<SystemTime, SignalError> 
     }
 }
 
+/// 9999-12-31T23:59:59Z: the last instant RFC 3339 can write (four-digit years). Times after it
+/// are refused at parse time, because humantime's formatter fails on them and `to_string`
+/// turns that failure into a panic (found by the grid_signal fuzz target).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// Formats `t` for an error text or a report. Never panics: a time past year 9999 (which the
+/// parser does not let in, but `start + duration` could reach) is written as unix seconds.
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.as_secs() <= LAST_RFC3339_SECOND => {
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        Ok(d) => format!("{} unix seconds", d.as_secs()),
+        Err(_) => "before 1970".to_string(),
+    }
 }
 
 /// How a message arrived: live from the operator, or replayed by the broker as the retained
@@ -311,6 +329,41 @@ mod tests {
         assert_eq!(
             parse(json!({"signal_id": "a", "end": true})).unwrap(),
             SignalMessage::End { id: "a".into() }
+        );
+    }
+
+    /// Regression for the grid_signal fuzz finding: a unix time past year 9999 made the
+    /// "in the future" error text panic inside humantime's formatter.
+    #[test]
+    fn times_past_year_9999_are_refused_not_panicked_on() {
+        for at in [399_995_998_020u64, LAST_RFC3339_SECOND + 1, u64::MAX] {
+            let err =
+                parse(json!({"signal_id": "e3", "issued_at": at, "duration_s": 60, "limit_kw": 1}))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("`issued_at`") && err.contains("year 9999"),
+                "{err}"
+            );
+            let err = parse(json!({"signal_id": "e3", "issued_at": 1_800_000_000u64, "start": at, "duration_s": 60, "limit_kw": 1}))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`start`") && err.contains("year 9999"),
+                "{err}"
+            );
+        }
+        // The last writable second is still a time (in the future here, so refused as such).
+        let err = parse(json!({"signal_id": "e3", "issued_at": LAST_RFC3339_SECOND, "duration_s": 60, "limit_kw": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("9999-12-31T23:59:59Z is in the future"),
+            "{err}"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND + 1)),
+            "253402300800 unix seconds"
         );
     }
 
