@@ -415,6 +415,48 @@ mod tests {
         assert_eq!(acc, 1);
     }
 
+    /// A ledger that turns read-only under the running proxy (SQLite answers every write with
+    /// SQLITE_READONLY, as after the file system is remounted read-only) keeps its counters in
+    /// memory, reports the failure, and writes them all once writes work again. `query_only` is
+    /// how a test makes the open connection read-only: a real read-only remount is refused
+    /// (EBUSY) while the proxy holds the file open for writing; see docs/RELIABILITY.md.
+    #[test]
+    fn a_read_only_ledger_keeps_counting_and_writes_when_writable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_database(&dir.path().join("l.db")).unwrap();
+        let ledger = Ledger::new();
+        let w: Arc<str> = Arc::from("rig1");
+        ledger.record_accepted(&w, 1.0, true);
+        assert_eq!(ledger.flush(&mut conn).unwrap(), 1);
+
+        conn.pragma_update(None, "query_only", true).unwrap();
+        for _ in 0..3 {
+            ledger.record_accepted(&w, 1.0, false);
+            let e = ledger.flush(&mut conn).unwrap_err();
+            assert!(e.to_string().contains("readonly"), "{e}");
+        }
+        assert!(ledger.health().failing.load(Relaxed));
+        assert_eq!(ledger.health().failures.load(Relaxed), 3);
+
+        conn.pragma_update(None, "query_only", false).unwrap();
+        ledger.record_accepted(&w, 1.0, false);
+        // One row, or two if the test crossed a minute boundary.
+        assert!(ledger.flush(&mut conn).unwrap() >= 1);
+        assert!(!ledger.health().failing.load(Relaxed));
+        let (acc, fwd): (i64, i64) = conn
+            .query_row(
+                "SELECT SUM(accepted), SUM(forwarded) FROM worker_minute",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (acc, fwd),
+            (5, 1),
+            "nothing counted while read-only was lost"
+        );
+    }
+
     #[test]
     fn unwritable_path_names_the_key() {
         let e = open_database(Path::new("/proc/definitely/not/here.db")).unwrap_err();
