@@ -34,6 +34,7 @@ fn build() -> (PathBuf, PathBuf) {
     cmd.args(["test", "--workspace", "--no-run", "--quiet"])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(workspace);
+    remove_the_env_cargo_gives_tests(&mut cmd);
     if release {
         cmd.arg("--release");
     }
@@ -46,4 +47,33 @@ fn build() -> (PathBuf, PathBuf) {
         assert!(bin.is_file(), "{} missing after {cmd:?}", bin.display());
     }
     (cloud, proxy)
+}
+
+/// Cargo runs a test with variables describing the test's package (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`, `OUT_DIR`, ...). Some build scripts declare those very names with
+/// `rerun-if-env-changed` (ring does), so a cargo started with them inherited sees "changed"
+/// values, reruns ring's build script and rebuilds everything above it (rustls, reqwest, the
+/// product crates, every test binary): 6.7 minutes of CI inside `demo_smoke`, and the same again
+/// in the next plain `cargo` call, which sees the values change back. The nested cargo gets the
+/// environment the workspace build had.
+fn remove_the_env_cargo_gives_tests(cmd: &mut Command) {
+    const PREFIXES: [&str; 5] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_CFG_",
+    ];
+    const NAMES: [&str; 4] = [
+        "OUT_DIR",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)) {
+            cmd.env_remove(name);
+        }
+    }
 }
