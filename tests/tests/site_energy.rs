@@ -823,45 +823,23 @@ async fn bad_reports_are_refused_naming_the_field() {
 
 // ---- The fault test: outage, SIGKILL mid-send, restart ---------------------------------------
 
-/// `cargo build -p blgv-proxy` (the binary is not a dependency of this crate).
-fn build_proxy() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-p", "blgv-proxy", "--bin", "blgv-proxy"])
-        .status()
-        .expect("running cargo build -p blgv-proxy");
-    assert!(status.success(), "cargo build -p blgv-proxy failed");
-}
-
-/// The `blgv-proxy` binary next to this test's directory (target/debug/deps/..), built if
-/// missing, and rebuilt if it is too old to take `config` (an `[energy]` section).
+/// The `blgv-proxy` binary, brought up to date by the shared `product_binaries` (the same
+/// build as the workspace's, so a no-op under `cargo test --workspace`), checked to take
+/// `config` (an `[energy]` section).
 fn proxy_binary(config: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = debug.join("blgv-proxy");
-    let check = |bin: &Path| {
-        std::process::Command::new(bin)
-            .arg("check-config")
-            .arg(config)
-            .env_clear()
-            .output()
-            .map(|o| {
-                (
-                    o.status.success(),
-                    String::from_utf8_lossy(&o.stderr).into_owned(),
-                )
-            })
-            .unwrap_or((false, "cannot run it".into()))
-    };
-    if !bin.exists() || !check(&bin).0 {
-        build_proxy();
-    }
-    let (ok, why) = check(&bin);
+    let (_, bin) = common::product_binaries::product_binaries();
+    let out = std::process::Command::new(&bin)
+        .arg("check-config")
+        .arg(config)
+        .env_clear()
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
     assert!(
-        ok,
-        "{} check-config {}: {why}",
+        out.status.success(),
+        "{} check-config {}: {}",
         bin.display(),
-        config.display()
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
     );
     bin
 }
