@@ -6,11 +6,15 @@
 //! instead of a window of samples, which keeps an idle miner's entry small.
 
 use crate::withhold::Withholding;
+use futures::task::AtomicWaker;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The averaging windows, in seconds.
@@ -73,10 +77,11 @@ pub struct MinerEntry {
     difficulty: AtomicU64,
     /// Unix milliseconds of the last accepted share; 0 = none yet.
     last_share_ms: AtomicU64,
-    /// Asks the session to close (its work is withheld). One `Notify` here rather than a
-    /// watch stream per session: a boxed future per idle miner saved (memory per miner is a
-    /// goal of its own).
-    close: tokio::sync::Notify,
+    /// Asks the session to close (its work is withheld, or the proxy shuts down): a flag and
+    /// the session's waker here, rather than a watch stream or a `Notified` waiter in every
+    /// idle miner's task (memory per miner is a goal of its own).
+    close_asked: AtomicBool,
+    close_waker: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -180,12 +185,22 @@ impl MinerEntry {
 
     /// Ask this miner's session to close. Kept until the session looks, if it is busy.
     pub fn ask_to_close(&self) {
-        self.close.notify_one();
+        self.close_asked.store(true, Release);
+        self.close_waker.wake();
     }
 
-    /// Completes when [`MinerEntry::ask_to_close`] was called.
-    pub fn close_requested(&self) -> tokio::sync::futures::Notified<'_> {
-        self.close.notified()
+    /// Ready once [`MinerEntry::ask_to_close`] was called; the session polls it in its loop.
+    pub fn poll_close_requested(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.close_asked.load(Acquire) {
+            return Poll::Ready(());
+        }
+        // Registered before looking again, so an ask between the two loads still wakes us.
+        self.close_waker.register(cx.waker());
+        if self.close_asked.load(Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     fn is_withheld_by(&self, withholding: &Withholding) -> bool {
@@ -195,8 +210,12 @@ impl MinerEntry {
 }
 
 /// Closes the sessions of miners whose work gets withheld, whenever the withheld set grows
-/// (releases need nothing from live sessions), until `shutdown`. One task for the site instead
-/// of a watch per session.
+/// (releases need nothing from live sessions), and every session at `shutdown`. One task for
+/// the site instead of a watch per session, and a session waits on its entry alone rather than
+/// on its entry and the shutdown token (each waiter is ~70 bytes of every idle miner's task).
+///
+/// A session registered after the sweep below sees the token cancelled when it checks it, just
+/// after registering ([`MinerRegistry::register`] then `is_cancelled`), so none is missed.
 pub async fn close_withheld_sessions(
     withholding: Arc<Withholding>,
     miners: Arc<MinerRegistry>,
@@ -204,9 +223,15 @@ pub async fn close_withheld_sessions(
 ) {
     let mut changed = withholding.subscribe();
     loop {
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { return },
-            _ = shutdown.cancelled() => return,
+        let closed = tokio::select! {
+            r = changed.changed() => r.is_err(),
+            _ = shutdown.cancelled() => true,
+        };
+        if closed {
+            for m in miners.all() {
+                m.ask_to_close();
+            }
+            return;
         }
         for m in miners.all() {
             if m.is_withheld_by(&withholding) {
@@ -237,7 +262,8 @@ impl MinerRegistry {
             stale: AtomicU64::new(0),
             difficulty: AtomicU64::new(0),
             last_share_ms: AtomicU64::new(0),
-            close: tokio::sync::Notify::new(),
+            close_asked: AtomicBool::new(false),
+            close_waker: AtomicWaker::new(),
         });
         self.lock().insert(id, entry.clone());
         Registered {

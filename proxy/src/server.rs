@@ -1,7 +1,7 @@
 //! The downstream listener: accept miners, one session task each.
 
 use crate::context::ProxyContext;
-use crate::session::run_session;
+use crate::session::start_session;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -15,8 +15,9 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ProxyContext>) {
         match accepted {
             Ok((stream, peer)) => match ctx.limiter.try_acquire(peer.ip()) {
                 Ok(permit) => {
-                    ctx.tasks
-                        .spawn(run_session(ctx.clone(), stream, peer, permit));
+                    if let Some(session) = start_session(ctx.clone(), stream, peer, permit) {
+                        ctx.tasks.spawn(session);
+                    }
                 }
                 Err(reason) => {
                     // Closed at once: nothing of a session exists yet.

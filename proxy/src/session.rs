@@ -8,132 +8,110 @@
 
 use crate::channel::{secs_since, ChannelEvent, Forward};
 use crate::context::{ProxyContext, Slot};
+use crate::line_reader::{LineReader, Read};
 use crate::link::Link;
+use crate::out_buffer;
 use crate::registry::MinerEntry;
 use crate::stats::bump;
 use blgv_stratum::limits::{ConnectionPermit, LimitReason, TokenBucket};
 use blgv_stratum::Vardiff;
 use blgv_stratum::{
     check_share, line, parse_submit_line, ClientRequest, CodecError, Configure, Difficulty,
-    ErrorCode, Extranonce, Frame, LineCodec, ShareRejection, ShareRules, StratumError, Submit,
-    Target,
+    ErrorCode, Extranonce, Frame, ShareRejection, ShareRules, StratumError, Submit, Target,
 };
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
-use tokio_util::codec::FramedRead;
 
 /// Time a miner gets to act on `client.reconnect` before the proxy closes the socket itself.
 const RECONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Worker names one connection may authorize (rigs with several hashboards use a few).
 const MAX_WORKERS_PER_CONNECTION: usize = 16;
 
-/// One miner's connection, from accept to close.
+/// One miner's connection, from accept to close: `None` when it is refused at once (its work
+/// is withheld, or the proxy is shutting down), else the session's task.
 ///
-/// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
-/// keeps its arguments twice in its future (as captured arguments and as locals), ~100 bytes of
-/// every idle miner's task (memory per miner is a goal of its own).
-#[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn run_session(
+/// Everything up to the loop is done here, before the task exists, and the `async move` block
+/// captures it in place: values made inside a future and values moved within it take a slot of
+/// their own in every idle miner's task (memory per miner is a goal of its own; the block is
+/// ~900 bytes, tokio's task cell rounds it up to a multiple of 128).
+pub fn start_session(
     ctx: Arc<ProxyContext>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: ConnectionPermit,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        // `permit` is the slot under proxy.max_connections(_per_ip): captured by this block, it is
-        // given back when the session ends.
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        // A submit line is ~150 bytes; the buffer grows when a miner pipelines, and an idle
-        // miner costs only this much (memory per idle miner is a goal of its own).
-        let mut lines =
-            FramedRead::with_capacity(read, LineCodec::new(ctx.config.proxy.max_line_length), 256);
-        bump(&ctx.stats.miner_connections_total);
-        ctx.stats.miners_connected.fetch_add(1, Relaxed);
-        if ctx.withholding.is_withheld(peer.ip(), &[]) {
-            // Curtailment's last resort: this ASIC gets no work until it is released.
-            ctx.stats.miners_connected.fetch_sub(1, Relaxed);
-            tracing::debug!(%peer, "connection refused: work withheld by curtailment");
-            return;
-        }
-        // Listed for the API while the session lives.
-        let registered = ctx.miners.register(peer);
-        // Curtailment's last resort may withhold this miner's work later: the site's
-        // enforcer (registry::close_withheld_sessions) asks through its registry entry.
-        let entry = registered.entry.clone();
-        let close_requested = entry.close_requested();
-        tokio::pin!(close_requested);
-        let mut session = Session::new(ctx.clone(), peer, write, registered.entry.clone());
-        // Made once: a fresh `cancelled()` per loop turn registered and unregistered a waiter on
-        // the token every time, a measurable part of each share's and each notify's CPU.
-        let shutdown = ctx.shutdown.cancelled();
-        tokio::pin!(shutdown);
-        let limits = &ctx.config.proxy;
-        let (rate, burst) = (limits.max_messages_per_sec, limits.message_burst);
-        let mut bucket = TokenBucket::new(burst, std::time::Instant::now());
-        let mut watchdog = Watchdog::handshake(
-            Duration::from_millis(limits.handshake_timeout_ms),
-            ctx.vardiff.retarget_interval / 2,
-        );
-        let partial_line_timeout = Duration::from_millis(limits.partial_line_timeout_ms);
-        // Complete lines read, for the partial-line watchdog.
-        let mut lines_seen: u64 = 0;
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let _ = stream.set_nodelay(true);
+    bump(&ctx.stats.miner_connections_total);
+    if ctx.withholding.is_withheld(peer.ip(), &[]) {
+        // Curtailment's last resort: this ASIC gets no work until it is released.
+        tracing::debug!(%peer, "connection refused: work withheld by curtailment");
+        return None;
+    }
+    // Listed for the API while the session lives.
+    let registered = ctx.miners.register(peer);
+    // Shutdown, like curtailment's last resort, reaches a session through its registry entry
+    // (registry::close_withheld_sessions): one registered after that sweep sees the token here.
+    if ctx.shutdown.is_cancelled() {
+        return None;
+    }
+    ctx.stats.miners_connected.fetch_add(1, Relaxed);
+    // No read buffer of its own: an idle miner holds none (see line_reader).
+    let mut lines = LineReader::new(ctx.config.proxy.max_line_length);
+    let limits = &ctx.config.proxy;
+    let mut bucket = TokenBucket::new(limits.message_burst, std::time::Instant::now());
+    let mut watchdog = Watchdog::handshake(
+        Duration::from_millis(limits.handshake_timeout_ms),
+        ctx.vardiff.retarget_interval / 2,
+    );
+    let mut session = Session::new(ctx, stream, registered.entry.clone());
+    Some(async move {
+        // `permit` is the slot under proxy.max_connections(_per_ip), and `registered` the
+        // miner's listing: captured by this block, both are given back when the session ends.
         let mut cut: Option<LimitReason> = None;
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
-                line = lines.next() => match line {
-                    None => break,
-                    Some(Ok(bytes)) => {
-                        lines_seen += 1;
-                        if !bucket.take(rate, burst) {
-                            let e = StratumError::new(ErrorCode::Other, format!("more than {rate} messages per second (proxy.max_messages_per_sec); closing the connection"));
-                            session.out.push_str(&line::error(&Value::Null, &e));
-                            let _ = session.flush().await;
-                            cut = Some(LimitReason::RateLimit);
-                            break;
-                        }
-                        if !session.on_submit_line(&bytes) {
-                            // Anything but a plain submit: rare, and it may wait for a slot on a
-                            // channel. Boxed, so that waiting state is not part of every idle
-                            // miner's task (memory per miner is a goal of its own).
-                            Box::pin(session.on_line(&bytes)).await
-                        }
-                    }
-                    Some(Err(CodecError::LineTooLong { max })) => {
-                        let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
-                        session.out.push_str(&line::error(&Value::Null, &e));
-                        let _ = session.flush().await;
-                        cut = Some(LimitReason::LineTooLong);
+                ready = std::future::poll_fn(|cx| session.stream.poll_read_ready(cx)) => {
+                    if ready.is_err() {
                         break;
                     }
-                    Some(Err(CodecError::Io(_))) => break,
-                },
-                event = next_event(&mut session.events) => {
+                    match session.read_lines(&mut lines, &mut bucket).await {
+                        LinesRead::Handled => {}
+                        LinesRead::Closed => break,
+                        LinesRead::Cut(reason) => {
+                            let _ = session.flush().await;
+                            cut = Some(reason);
+                            break;
+                        }
+                    }
+                }
+                event = std::future::poll_fn(|cx| poll_event(&mut session.events, cx)) => {
                     if !session.on_event(event) {
                         break;
                     }
                 }
-                _ = &mut close_requested => {
-                    tracing::info!(%peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
+                _ = std::future::poll_fn(|cx| session.me.poll_close_requested(cx)) => {
+                    if !session.ctx.shutdown.is_cancelled() {
+                        tracing::info!(peer = %session.me.peer, workers = ?session.workers, "work withheld by curtailment (last resort): closing the miner's session");
+                    }
                     break;
                 }
-                _ = close_deadline(&mut session.close_at) => break,
-                _ = watchdog.fired() => {
-                    let partial = !lines.read_buffer().is_empty();
-                    match watchdog.on_fired(lines_seen, partial, partial_line_timeout) {
+                _ = std::future::poll_fn(|cx| poll_deadline(&mut session.close_at, cx)) => break,
+                _ = std::future::poll_fn(|cx| watchdog.sleep.as_mut().poll(cx)) => {
+                    let partial = lines.has_partial_line();
+                    match watchdog.on_fired(lines.lines_seen(), partial, session.partial_line_timeout()) {
                         Fired::Cut(reason) => {
                             cut = Some(reason);
                             break;
@@ -148,42 +126,56 @@ pub fn run_session(
                 break;
             }
             if !watchdog.handshake_done() {
-                watchdog.after_turn(session.working, lines_seen, partial_line_timeout);
+                watchdog.after_turn(
+                    session.working,
+                    lines.lines_seen(),
+                    session.partial_line_timeout(),
+                );
             }
         }
         if let Some(reason) = cut {
-            ctx.stats.limits.hit(reason, peer, "proxy");
+            session
+                .ctx
+                .stats
+                .limits
+                .hit(reason, session.me.peer, "proxy");
         }
-        ctx.stats.miners_connected.fetch_sub(1, Relaxed);
+        // FIN after the last bytes written (an error line, a reconnect), as a write half's drop
+        // would send.
+        let _ = session.stream.shutdown().await;
+        session.ctx.stats.miners_connected.fetch_sub(1, Relaxed);
         drop(registered);
         drop(permit);
-        tracing::debug!(%peer, workers = ?session.workers, "miner disconnected");
-    }
+        tracing::debug!(peer = %session.me.peer, workers = ?session.workers, "miner disconnected");
+    })
 }
 
-async fn next_event(
+// The select branches below are `poll_fn`s over a reference rather than `async fn`s: an
+// `async fn`'s future holds its arguments and its awaitee, and the select keeps every branch's
+// future in the session's task (memory per miner is a goal of its own).
+
+fn poll_event(
     rx: &mut Option<BroadcastStream<ChannelEvent>>,
-) -> Result<ChannelEvent, RecvError> {
-    match rx {
-        Some(rx) => match rx.next().await {
-            Some(Ok(event)) => Ok(event),
-            Some(Err(BroadcastStreamRecvError::Lagged(n))) => Err(RecvError::Lagged(n)),
-            None => Err(RecvError::Closed),
-        },
-        None => std::future::pending().await,
-    }
+    cx: &mut Context<'_>,
+) -> Poll<Result<ChannelEvent, RecvError>> {
+    let Some(rx) = rx else { return Poll::Pending };
+    rx.poll_next_unpin(cx).map(|event| match event {
+        Some(Ok(event)) => Ok(event),
+        Some(Err(BroadcastStreamRecvError::Lagged(n))) => Err(RecvError::Lagged(n)),
+        None => Err(RecvError::Closed),
+    })
 }
 
-async fn close_deadline(close: &mut Option<Pin<Box<Sleep>>>) {
+fn poll_deadline(close: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
     match close {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
+        Some(sleep) => sleep.as_mut().poll(cx),
+        None => Poll::Pending,
     }
 }
 
 /// Writes what the socket takes right now, without a timer or a future. Returns how much was
 /// written; less than all when the miner's receive window is full.
-fn write_now(writer: &OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<usize> {
+fn write_now(writer: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
     let mut rest = bytes;
     while !rest.is_empty() {
         match writer.try_write(rest) {
@@ -200,14 +192,19 @@ fn write_now(writer: &OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<usize> {
 /// that makes no progress for `stall` (proxy.write_stall_timeout_ms) drops the miner rather
 /// than buffering for it.
 async fn write_slowly(
-    writer: &mut OwnedWriteHalf,
+    stream: &TcpStream,
     mut bytes: &[u8],
     stall: Duration,
 ) -> std::io::Result<()> {
     while !bytes.is_empty() {
-        match tokio::time::timeout(stall, writer.write(bytes)).await {
-            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => bytes = &bytes[n..],
+        match tokio::time::timeout(stall, stream.writable()).await {
+            Ok(Ok(())) => match stream.try_write(bytes) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                // The readiness was stale; tokio has cleared it.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            },
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(std::io::Error::new(
@@ -270,10 +267,6 @@ impl Watchdog {
         self.handshake_done
     }
 
-    async fn fired(&mut self) {
-        self.sleep.as_mut().await
-    }
-
     fn rearm(&mut self) {
         let next = self.next_check.min(self.next_tick);
         self.sleep.as_mut().reset(next);
@@ -320,8 +313,11 @@ impl Watchdog {
 
 struct Session {
     ctx: Arc<ProxyContext>,
-    peer: SocketAddr,
-    writer: OwnedWriteHalf,
+    /// The miner's socket, read through `LineReader` and written here.
+    stream: TcpStream,
+    /// Replies and notifications of the current loop turn. Borrowed from the thread's spare
+    /// buffer when the turn writes something and given back after the flush, so an idle miner
+    /// holds none (see out_buffer).
     out: String,
     /// A notify line shared by every miner of the channel, written after `out` without copying
     /// it per miner. Set only when `out` is empty and nothing follows it in the same loop turn,
@@ -356,25 +352,19 @@ struct Session {
     /// When set, the session ends at this deadline (after asking the miner to reconnect).
     /// Boxed: most sessions never have one, and a timer inline would be in every task.
     close_at: Option<Pin<Box<Sleep>>>,
-    /// This miner's entry in the registry (API, dashboard, metrics).
+    /// This miner's entry in the registry (API, dashboard, metrics); also its address.
     me: Arc<MinerEntry>,
     /// Set when a write failed because of a limit (send queue, write stall).
     cut: Option<LimitReason>,
 }
 
 impl Session {
-    fn new(
-        ctx: Arc<ProxyContext>,
-        peer: SocketAddr,
-        writer: OwnedWriteHalf,
-        me: Arc<MinerEntry>,
-    ) -> Session {
+    fn new(ctx: Arc<ProxyContext>, stream: TcpStream, me: Arc<MinerEntry>) -> Session {
         let initial = Difficulty::new(ctx.config.vardiff.initial).expect("validated");
         Session {
             vardiff: Vardiff::new(initial, std::time::Instant::now()),
             ctx,
-            peer,
-            writer,
+            stream,
             out: String::new(),
             shared_line: None,
             slot: None,
@@ -398,6 +388,14 @@ impl Session {
         }
     }
 
+    /// This turn's output buffer, borrowed from the thread on first use (see out_buffer).
+    fn out(&mut self) -> &mut String {
+        if self.out.capacity() == 0 {
+            self.out = out_buffer::borrow();
+        }
+        &mut self.out
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         let shared = self.shared_line.take();
         // The slow path is a boxed future: inline, its state would sit in every idle miner's
@@ -407,12 +405,7 @@ impl Session {
             Ok(Some(rest)) => self.write_rest(rest).await,
             Err(e) => Err(e),
         };
-        self.out.clear();
-        // Replies are short; a big batch (the first clean job, a reconnect) must not stay
-        // allocated for the life of an idle miner.
-        if self.out.capacity() > 512 {
-            self.out = String::new();
-        }
+        out_buffer::give_back(std::mem::take(&mut self.out));
         result
     }
 
@@ -420,7 +413,7 @@ impl Session {
     /// it, one `try_write` per buffer. Returns what is left for the slow path (a miner that is
     /// behind), after checking it against proxy.max_send_queue_bytes.
     fn write_now(&mut self, shared: Option<&str>) -> std::io::Result<Option<Vec<u8>>> {
-        let n = write_now(&self.writer, self.out.as_bytes())?;
+        let n = write_now(&self.stream, self.out.as_bytes())?;
         if n < self.out.len() {
             let pending = self.out.len() - n + shared.map_or(0, str::len);
             self.check_send_queue(pending)?;
@@ -429,7 +422,7 @@ impl Session {
             return Ok(Some(rest));
         }
         let Some(line) = shared else { return Ok(None) };
-        let m = write_now(&self.writer, line.as_bytes())?;
+        let m = write_now(&self.stream, line.as_bytes())?;
         if m < line.len() {
             self.check_send_queue(line.len() - m)?;
             return Ok(Some(line.as_bytes()[m..].to_vec()));
@@ -454,7 +447,7 @@ impl Session {
     ) -> Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + '_>> {
         let stall = Duration::from_millis(self.ctx.config.proxy.write_stall_timeout_ms);
         Box::pin(async move {
-            let r = write_slowly(&mut self.writer, &rest, stall).await;
+            let r = write_slowly(&self.stream, &rest, stall).await;
             if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
                 self.cut = Some(LimitReason::WriteStall);
             }
@@ -463,12 +456,61 @@ impl Session {
     }
 
     fn reply_ok(&mut self, id: &Value, result: Value) {
-        self.out.push_str(&line::ok(id, result));
+        self.out().push_str(&line::ok(id, result));
     }
 
     fn reply_err(&mut self, id: &Value, code: ErrorCode, message: impl Into<String>) {
-        self.out
+        self.out()
             .push_str(&line::error(id, &StratumError::new(code, message)));
+    }
+
+    /// Reads what the miner sent and handles every complete line in it: plain submits at once,
+    /// anything else through the general parser.
+    fn partial_line_timeout(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.proxy.partial_line_timeout_ms)
+    }
+
+    /// Reads what the miner sent and handles every complete line in it: plain submits at once,
+    /// anything else through the general parser.
+    ///
+    /// A plain function returning an `async move` block, not an `async fn`, which would keep its
+    /// arguments twice in the session's task (memory per miner is a goal of its own).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn read_lines<'a>(
+        &'a mut self,
+        lines: &'a mut LineReader,
+        bucket: &'a mut TokenBucket,
+    ) -> impl std::future::Future<Output = LinesRead> + Send + 'a {
+        async move {
+            let Read::Bytes(mut batch) = lines.read(&self.stream) else {
+                return LinesRead::Closed;
+            };
+            loop {
+                let bytes = match batch.next_line() {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return LinesRead::Handled,
+                    Err(CodecError::LineTooLong { max }) => {
+                        let e = StratumError::new(ErrorCode::Other, format!("line longer than {max} bytes without a newline; closing the connection"));
+                        self.out().push_str(&line::error(&Value::Null, &e));
+                        return LinesRead::Cut(LimitReason::LineTooLong);
+                    }
+                    Err(CodecError::Io(_)) => return LinesRead::Closed,
+                };
+                let limits = &self.ctx.config.proxy;
+                if !bucket.take(limits.max_messages_per_sec, limits.message_burst) {
+                    let rate = limits.max_messages_per_sec;
+                    let e = StratumError::new(ErrorCode::Other, format!("more than {rate} messages per second (proxy.max_messages_per_sec); closing the connection"));
+                    self.out().push_str(&line::error(&Value::Null, &e));
+                    return LinesRead::Cut(LimitReason::RateLimit);
+                }
+                if !self.on_submit_line(bytes) {
+                    // Anything but a plain submit: rare, and it may wait for a slot on a
+                    // channel. Boxed, so that waiting state is not part of every idle miner's
+                    // task (memory per miner is a goal of its own).
+                    Box::pin(self.on_line(bytes)).await
+                }
+            }
+        }
     }
 
     /// Nearly every line is a submit: read it without a JSON tree when it is a plain one.
@@ -488,7 +530,7 @@ impl Session {
             Ok(Frame::Request { id, method, params }) => (id, method, params),
             Ok(Frame::Response { .. }) => return, // answers to our (absent) requests: ignore
             Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "bad line from miner");
+                tracing::debug!(peer = %self.me.peer, error = %e, "bad line from miner");
                 self.reply_err(
                     &Value::Null,
                     ErrorCode::Other,
@@ -587,7 +629,7 @@ impl Session {
         if self
             .ctx
             .withholding
-            .is_withheld(self.peer.ip(), &self.workers)
+            .is_withheld(self.me.peer.ip(), &self.workers)
         {
             self.reply_err(
                 id,
@@ -664,10 +706,10 @@ impl Session {
         let d = self.ctx.vardiff.snap(wish, self.ceiling());
         self.vardiff.reset_to(d, std::time::Instant::now());
         self.me.set_difficulty(d.as_f64());
-        self.out.push_str(&line::set_difficulty(d));
+        self.out().push_str(&line::set_difficulty(d));
         if let Some(job) = self.link.as_ref().and_then(|l| l.latest_job()) {
             self.last_job_seq = job.seq;
-            self.out.push_str(&job.clean_notify_line);
+            self.out().push_str(&job.clean_notify_line);
         }
     }
 
@@ -691,9 +733,9 @@ impl Session {
             .map(|j| j.seq)
             .unwrap_or(0);
         self.grace = Some((from.to_target(), last_seq));
-        tracing::debug!(peer = %self.peer, %from, %to, "difficulty change");
+        tracing::debug!(peer = %self.me.peer, %from, %to, "difficulty change");
         self.me.set_difficulty(to.as_f64());
-        self.out.push_str(&line::set_difficulty(to));
+        self.out().push_str(&line::set_difficulty(to));
     }
 
     fn on_tick(&mut self) {
@@ -720,7 +762,7 @@ impl Session {
                     if self.out.is_empty() {
                         self.shared_line = Some(line.clone());
                     } else {
-                        self.out.push_str(line);
+                        self.out().push_str(line);
                     }
                 }
             }
@@ -737,7 +779,7 @@ impl Session {
                     let granted = asked & m;
                     if granted != self.granted_mask {
                         self.granted_mask = granted;
-                        self.out.push_str(&line::set_version_mask(granted));
+                        self.out().push_str(&line::set_version_mask(granted));
                     }
                 }
             }
@@ -751,7 +793,7 @@ impl Session {
                     Some(link) if self.working => {
                         if let Some(job) = link.latest_job() {
                             self.last_job_seq = job.seq;
-                            self.out.push_str(&job.clean_notify_line);
+                            self.out().push_str(&job.clean_notify_line);
                         }
                     }
                     _ => {}
@@ -784,13 +826,11 @@ impl Session {
             return;
         }
         self.use_link(link);
-        self.out.push_str(&line::set_extranonce(
-            &self.extranonce1,
-            self.extranonce2_size,
-        ));
+        let set_extranonce = line::set_extranonce(&self.extranonce1, self.extranonce2_size);
+        self.out().push_str(&set_extranonce);
         if self.requested_mask.is_some() && self.granted_mask != old_mask {
-            self.out
-                .push_str(&line::set_version_mask(self.granted_mask));
+            let set_mask = line::set_version_mask(self.granted_mask);
+            self.out().push_str(&set_mask);
         }
         if self.working {
             let next = self
@@ -801,11 +841,11 @@ impl Session {
             self.grace = None;
             self.vardiff.reset_to(next, std::time::Instant::now());
             self.me.set_difficulty(next.as_f64());
-            self.out.push_str(&line::set_difficulty(next));
+            self.out().push_str(&line::set_difficulty(next));
             match self.link.as_ref().and_then(|l| l.latest_job()) {
                 Some(job) => {
                     self.last_job_seq = job.seq;
-                    self.out.push_str(&job.clean_notify_line);
+                    self.out().push_str(&job.clean_notify_line);
                 }
                 None => self.needs_clean_job = true,
             }
@@ -813,7 +853,7 @@ impl Session {
     }
 
     fn ask_to_reconnect(&mut self) {
-        self.out.push_str(&line::reconnect());
+        self.out().push_str(&line::reconnect());
         self.close_at = Some(Box::pin(tokio::time::sleep(RECONNECT_GRACE)));
         self.working = false;
     }
@@ -841,8 +881,9 @@ impl Session {
         }
         let w = self.ledger_worker(worker);
         self.ctx.ledger.record_rejected(&w, &why);
-        tracing::debug!(peer = %self.peer, worker = %w, reason = why.reason(), "share rejected: {why}");
-        self.out.push_str(&line::error(id, &why.to_stratum_error()));
+        tracing::debug!(peer = %self.me.peer, worker = %w, reason = why.reason(), "share rejected: {why}");
+        self.out()
+            .push_str(&line::error(id, &why.to_stratum_error()));
     }
 
     fn on_submit(&mut self, id: &Value, submit: Submit) {
@@ -906,7 +947,7 @@ impl Session {
     }
 
     fn accept(&mut self, id: &Value, mut submit: Submit, a: Accepted) {
-        line::push_ok_true(&mut self.out, id);
+        line::push_ok_true(self.out(), id);
         let stats = &self.ctx.stats;
         bump(&stats.shares_accepted);
         self.me.on_accepted(a.credited.as_f64());
@@ -935,6 +976,16 @@ impl Session {
             self.announce_difficulty(from, to);
         }
     }
+}
+
+/// How a read of the miner's socket ended.
+enum LinesRead {
+    /// Every complete line was handled.
+    Handled,
+    /// The miner closed the connection (or it failed).
+    Closed,
+    /// A limit was hit: the error line is in `out`, the connection is to be closed.
+    Cut(LimitReason),
 }
 
 struct Accepted {

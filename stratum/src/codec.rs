@@ -4,7 +4,7 @@
 //! the decoder fails as soon as a line passes `max_line_length` bytes. After that error the
 //! connection cannot be resynchronised safely and the caller closes it.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Default cap: a `mining.notify` with a long merkle branch is a few KiB; 64 KiB is generous.
@@ -46,42 +46,56 @@ impl Default for LineCodec {
     }
 }
 
+impl LineCodec {
+    /// The first complete line of `buf`: its length without the newline (and a `\r` before
+    /// it), and the bytes it takes with its newline. `None` while the line has not ended yet;
+    /// the bytes searched are remembered, so call again with the same bytes plus what arrived
+    /// since. Blank lines are returned like any other (the caller skips them).
+    pub fn find_line(&mut self, buf: &[u8]) -> Result<Option<(usize, usize)>, CodecError> {
+        let from = self.scanned.min(buf.len());
+        match buf[from..].iter().position(|b| *b == b'\n') {
+            Some(offset) => {
+                let end = from + offset;
+                self.scanned = 0;
+                if end > self.max_line_length {
+                    return Err(CodecError::LineTooLong {
+                        max: self.max_line_length,
+                    });
+                }
+                let len = if end > 0 && buf[end - 1] == b'\r' {
+                    end - 1
+                } else {
+                    end
+                };
+                Ok(Some((len, end + 1)))
+            }
+            None => {
+                self.scanned = buf.len();
+                if buf.len() > self.max_line_length {
+                    return Err(CodecError::LineTooLong {
+                        max: self.max_line_length,
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl Decoder for LineCodec {
     type Item = BytesMut;
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        loop {
-            match buf[self.scanned..].iter().position(|b| *b == b'\n') {
-                Some(offset) => {
-                    let end = self.scanned + offset;
-                    self.scanned = 0;
-                    if end > self.max_line_length {
-                        return Err(CodecError::LineTooLong {
-                            max: self.max_line_length,
-                        });
-                    }
-                    let mut line = buf.split_to(end);
-                    buf.advance(1);
-                    if line.last() == Some(&b'\r') {
-                        line.truncate(line.len() - 1);
-                    }
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    return Ok(Some(line));
-                }
-                None => {
-                    self.scanned = buf.len();
-                    if buf.len() > self.max_line_length {
-                        return Err(CodecError::LineTooLong {
-                            max: self.max_line_length,
-                        });
-                    }
-                    return Ok(None);
-                }
+        while let Some((len, consumed)) = self.find_line(buf)? {
+            let mut line = buf.split_to(consumed);
+            line.truncate(len);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
+            return Ok(Some(line));
         }
+        Ok(None)
     }
 }
 

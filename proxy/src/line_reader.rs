@@ -1,0 +1,215 @@
+//! A miner's lines, read through a buffer each worker thread shares between its sessions.
+//!
+//! Nearly every miner is idle nearly all the time: it sends a submit, then nothing for seconds.
+//! A read buffer per connection (`FramedRead`'s) is that many bytes of every idle miner's memory
+//! (memory per miner is a goal of its own). Here a session owns only the bytes of a line that has
+//! not ended yet, which is nothing at all for a miner between submits: its socket is read into
+//! a per-thread scratch buffer, the complete lines are handed out from there, and only an
+//! unfinished tail is copied back into the session.
+//!
+//! Framing is [`LineCodec`]'s, so the proxy and the pool split lines and enforce
+//! `max_line_length` the same way.
+
+use blgv_stratum::{CodecError, LineCodec};
+use std::cell::Cell;
+use tokio::net::TcpStream;
+
+/// Room for new bytes made before each read: several submits, so a miner that pipelines is read
+/// in one system call.
+const READ_CHUNK: usize = 4096;
+
+thread_local! {
+    /// The scratch buffer of this worker thread, lent to one session's read at a time.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A miner's unfinished line, kept between reads.
+#[derive(Debug)]
+pub struct LineReader {
+    codec: LineCodec,
+    /// Bytes after the last newline seen; empty (and unallocated) for nearly every miner.
+    partial: Vec<u8>,
+    /// Complete lines handed out so far (the slowloris watchdog looks for progress).
+    lines_seen: u64,
+}
+
+/// What one read gave.
+pub enum Read<'r> {
+    /// New bytes (or none, after a spurious wake): their complete lines come out of the batch.
+    Bytes(Batch<'r>),
+    /// The miner closed its side (or the connection failed).
+    Closed,
+}
+
+impl LineReader {
+    pub fn new(max_line_length: usize) -> LineReader {
+        LineReader {
+            codec: LineCodec::new(max_line_length),
+            partial: Vec::new(),
+            lines_seen: 0,
+        }
+    }
+
+    /// Complete (non-blank) lines handed out since the connection opened.
+    pub fn lines_seen(&self) -> u64 {
+        self.lines_seen
+    }
+
+    /// A line has begun and not ended (the slowloris watchdog looks at this).
+    pub fn has_partial_line(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Reads what the socket holds (one system call) behind the unfinished line kept from the
+    /// previous read. Call once the socket is readable.
+    pub fn read(&mut self, stream: &TcpStream) -> Read<'_> {
+        let mut buf = SCRATCH.with(Cell::take);
+        buf.clear();
+        buf.extend_from_slice(&self.partial);
+        // The kept tail now lives in `buf`; an unfinished line is copied back at the end of
+        // the batch, so the session holds nothing between lines.
+        self.partial = Vec::new();
+        buf.reserve(READ_CHUNK);
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => {
+                give_back(buf);
+                Read::Closed
+            }
+            Ok(_) => Read::Bytes(Batch {
+                reader: self,
+                buf,
+                pos: 0,
+            }),
+            // Readiness was stale: tokio has cleared it, and the batch has no new line.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Bytes(Batch {
+                reader: self,
+                buf,
+                pos: 0,
+            }),
+            Err(_) => {
+                give_back(buf);
+                Read::Closed
+            }
+        }
+    }
+}
+
+/// The bytes of one read. Lines come out with [`Batch::next_line`]; dropping the batch keeps
+/// the unfinished tail in the session and lends the buffer back to the thread.
+pub struct Batch<'r> {
+    reader: &'r mut LineReader,
+    buf: Vec<u8>,
+    /// Where the lines not handed out yet begin.
+    pos: usize,
+}
+
+impl Batch<'_> {
+    /// The next complete line, without its `\n` or `\r` (blank lines skipped), or `None` when
+    /// the rest is an unfinished line. An error means the line is over `max_line_length`: the
+    /// connection cannot be resynchronised and is to be closed.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, CodecError> {
+        loop {
+            let rest = &self.buf[self.pos..];
+            match self.reader.codec.find_line(rest)? {
+                Some((len, consumed)) => {
+                    let start = self.pos;
+                    self.pos += consumed;
+                    let line = &self.buf[start..start + len];
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    self.reader.lines_seen += 1;
+                    return Ok(Some(line));
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.pos < self.buf.len() {
+            self.reader.partial = self.buf[self.pos..].to_vec();
+        }
+        give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Lends a buffer back to the thread, unless a miner's long line grew it past what is worth
+/// keeping.
+fn give_back(buf: Vec<u8>) {
+    if buf.capacity() <= 4 * READ_CHUNK {
+        SCRATCH.with(|s| s.set(buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (tokio::net::TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    /// Every line that has arrived, after the socket turns readable.
+    async fn lines(reader: &mut LineReader, stream: &TcpStream) -> Option<Vec<Vec<u8>>> {
+        stream.readable().await.unwrap();
+        match reader.read(stream) {
+            Read::Closed => None,
+            Read::Bytes(mut batch) => {
+                let mut out = Vec::new();
+                while let Some(line) = batch.next_line().unwrap() {
+                    out.push(line.to_vec());
+                }
+                Some(out)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_only_an_unfinished_line_between_reads() {
+        let (mut client, server) = pair().await;
+        let mut reader = LineReader::new(100);
+        client
+            .write_all(b"{\"a\":1}\r\n\r\n{\"b\":2}\n{\"c\"")
+            .await
+            .unwrap();
+        let got = lines(&mut reader, &server).await.unwrap();
+        assert_eq!(got, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        assert_eq!(reader.partial, b"{\"c\"");
+        assert!(reader.has_partial_line());
+        client.write_all(b":3}\n").await.unwrap();
+        let got = lines(&mut reader, &server).await.unwrap();
+        assert_eq!(got, vec![b"{\"c\":3}".to_vec()]);
+        // Between lines the session holds no buffer at all.
+        assert!(!reader.has_partial_line());
+        assert_eq!(reader.partial.capacity(), 0);
+        drop(client);
+        assert!(lines(&mut reader, &server).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_line_past_the_cap_across_reads() {
+        let (mut client, server) = pair().await;
+        let mut reader = LineReader::new(16);
+        client.write_all(b"0123456789").await.unwrap();
+        assert!(lines(&mut reader, &server).await.unwrap().is_empty());
+        client.write_all(b"abcdefXYZ").await.unwrap();
+        server.readable().await.unwrap();
+        let Read::Bytes(mut batch) = reader.read(&server) else {
+            panic!("closed")
+        };
+        assert!(matches!(
+            batch.next_line(),
+            Err(CodecError::LineTooLong { max: 16 })
+        ));
+    }
+}
