@@ -62,32 +62,39 @@ impl LineReader {
 
     /// Reads what the socket holds (one system call) behind the unfinished line kept from the
     /// previous read. Call once the socket is readable.
+    ///
+    /// With no unfinished line (nearly always) the bytes go into the thread's scratch buffer.
+    /// Behind an unfinished line they go straight into the session's own buffer, after it: a
+    /// line that arrives in many small pieces is then copied once, not once per piece (a
+    /// 64 KiB line sent a byte at a time would otherwise cost gigabytes of copying).
     pub fn read(&mut self, stream: &TcpStream) -> Read<'_> {
-        let mut buf = SCRATCH.with(Cell::take);
-        buf.clear();
-        buf.extend_from_slice(&self.partial);
-        // The kept tail now lives in `buf`; an unfinished line is copied back at the end of
-        // the batch, so the session holds nothing between lines.
-        self.partial = Vec::new();
+        let (mut buf, source) = if self.partial.is_empty() {
+            let mut scratch = SCRATCH.with(Cell::take);
+            scratch.clear();
+            (scratch, Source::Scratch)
+        } else {
+            (std::mem::take(&mut self.partial), Source::Partial)
+        };
         buf.reserve(READ_CHUNK);
         match stream.try_read_buf(&mut buf) {
-            Ok(0) => {
-                give_back(buf);
-                Read::Closed
-            }
-            Ok(_) => Read::Bytes(Batch {
+            // Readiness was stale (tokio has cleared it): the batch holds no new line.
+            Ok(n) if n > 0 => Read::Bytes(Batch {
                 reader: self,
                 buf,
                 pos: 0,
+                source,
             }),
-            // Readiness was stale: tokio has cleared it, and the batch has no new line.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Bytes(Batch {
                 reader: self,
                 buf,
                 pos: 0,
+                source,
             }),
-            Err(_) => {
-                give_back(buf);
+            // End of stream or a failed connection.
+            _ => {
+                if source == Source::Scratch {
+                    give_back(buf);
+                }
                 Read::Closed
             }
         }
@@ -95,12 +102,22 @@ impl LineReader {
 }
 
 /// The bytes of one read. Lines come out with [`Batch::next_line`]; dropping the batch keeps
-/// the unfinished tail in the session and lends the buffer back to the thread.
+/// the unfinished tail in the session and lends the scratch buffer back to the thread.
 pub struct Batch<'r> {
     reader: &'r mut LineReader,
     buf: Vec<u8>,
     /// Where the lines not handed out yet begin.
     pos: usize,
+    source: Source,
+}
+
+/// Whose buffer a batch reads into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The thread's scratch buffer: nothing was pending.
+    Scratch,
+    /// The session's unfinished line, read on behind.
+    Partial,
 }
 
 impl Batch<'_> {
@@ -129,10 +146,22 @@ impl Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        if self.pos < self.buf.len() {
-            self.reader.partial = self.buf[self.pos..].to_vec();
+        let mut buf = std::mem::take(&mut self.buf);
+        match self.source {
+            Source::Scratch => {
+                if self.pos < buf.len() {
+                    self.reader.partial = buf[self.pos..].to_vec();
+                }
+                give_back(buf);
+            }
+            // Every line ended: the session's buffer goes, so an idle miner holds none.
+            Source::Partial if self.pos >= buf.len() => {}
+            // Still unfinished: the same buffer stays, with no copy when no line ended.
+            Source::Partial => {
+                buf.drain(..self.pos);
+                self.reader.partial = buf;
+            }
         }
-        give_back(std::mem::take(&mut self.buf));
     }
 }
 
@@ -194,6 +223,38 @@ mod tests {
         assert_eq!(reader.partial.capacity(), 0);
         drop(client);
         assert!(lines(&mut reader, &server).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_line_arriving_in_pieces_is_read_on_in_place_not_copied_per_piece() {
+        let (mut client, server) = pair().await;
+        let mut reader = LineReader::new(1 << 16);
+        client.write_all(b"{\"id\":1,").await.unwrap();
+        assert!(lines(&mut reader, &server).await.unwrap().is_empty());
+        client.write_all(b"\"method\":").await.unwrap();
+        assert!(lines(&mut reader, &server).await.unwrap().is_empty());
+        // From now on the pieces land behind the kept bytes, in the same allocation (once it
+        // has grown: `reserve` doubles it, which is amortised O(1) per byte).
+        client.write_all(b" ").await.unwrap();
+        assert!(lines(&mut reader, &server).await.unwrap().is_empty());
+        let kept = reader.partial.as_ptr();
+        for _ in 0..99 {
+            client.write_all(b" ").await.unwrap();
+            assert!(lines(&mut reader, &server).await.unwrap().is_empty());
+            assert_eq!(reader.partial.as_ptr(), kept);
+        }
+        client.write_all(b"\"x\"}\n{\"id\":2").await.unwrap();
+        let got = lines(&mut reader, &server).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with(b"{\"id\":1,\"method\":  "));
+        assert!(got[0].ends_with(b"\"x\"}"));
+        assert_eq!(reader.partial, b"{\"id\":2");
+        client.write_all(b"}\n").await.unwrap();
+        assert_eq!(
+            lines(&mut reader, &server).await.unwrap(),
+            vec![b"{\"id\":2}".to_vec()]
+        );
+        assert_eq!(reader.partial.capacity(), 0);
     }
 
     #[tokio::test]
