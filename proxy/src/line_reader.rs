@@ -76,28 +76,24 @@ impl LineReader {
             (std::mem::take(&mut self.partial), Source::Partial)
         };
         buf.reserve(READ_CHUNK);
-        match stream.try_read_buf(&mut buf) {
-            // Readiness was stale (tokio has cleared it): the batch holds no new line.
-            Ok(n) if n > 0 => Read::Bytes(Batch {
-                reader: self,
-                buf,
-                pos: 0,
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Bytes(Batch {
-                reader: self,
-                buf,
-                pos: 0,
-                source,
-            }),
-            // End of stream or a failed connection.
-            _ => {
-                if source == Source::Scratch {
-                    give_back(buf);
-                }
-                Read::Closed
+        // 0 bytes: the miner closed its side. WouldBlock: the readiness was stale (tokio has
+        // cleared it), and the batch simply holds no new line.
+        let open = match stream.try_read_buf(&mut buf) {
+            Ok(n) => n > 0,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        };
+        if !open {
+            if source == Source::Scratch {
+                give_back(buf);
             }
+            return Read::Closed;
         }
+        Read::Bytes(Batch {
+            reader: self,
+            buf,
+            pos: 0,
+            source,
+        })
     }
 }
 

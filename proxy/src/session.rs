@@ -46,7 +46,7 @@ const MAX_WORKERS_PER_CONNECTION: usize = 16;
 /// Everything up to the loop is done here, before the task exists, and the `async move` block
 /// captures it in place: values made inside a future and values moved within it take a slot of
 /// their own in every idle miner's task (memory per miner is a goal of its own; the block is
-/// ~900 bytes, tokio's task cell rounds it up to a multiple of 128).
+/// 640 bytes, and tokio's task cell rounds it up to a multiple of 128).
 pub fn start_session(
     ctx: Arc<ProxyContext>,
     stream: TcpStream,
@@ -464,8 +464,8 @@ impl Session {
             .push_str(&line::error(id, &StratumError::new(code, message)));
     }
 
-    /// Reads what the miner sent and handles every complete line in it: plain submits at once,
-    /// anything else through the general parser.
+    /// How long a line may stay unfinished (proxy.partial_line_timeout_ms): read from the
+    /// config rather than kept in every idle miner's task.
     fn partial_line_timeout(&self) -> Duration {
         Duration::from_millis(self.ctx.config.proxy.partial_line_timeout_ms)
     }
