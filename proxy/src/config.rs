@@ -118,6 +118,10 @@ pub struct ProxySection {
     pub max_send_queue_bytes: usize,
     /// A write to a miner that makes no progress for this long drops the miner.
     pub write_stall_timeout_ms: u64,
+    /// Threads that run the proxy's tasks (miners, upstreams, API). 0: one work-stealing worker
+    /// per CPU core; 1: one event loop (less CPU per share, longer tail on a busy box); N: N
+    /// work-stealing workers. See [`crate::runtime`] for the measured trade.
+    pub threads: usize,
 }
 
 impl ProxySection {
@@ -151,6 +155,7 @@ impl Default for ProxySection {
             message_burst: 1_000,
             max_send_queue_bytes: 65_536,
             write_stall_timeout_ms: 10_000,
+            threads: 0,
         }
     }
 }
@@ -422,6 +427,19 @@ impl Validate for Config {
         if let Err((key, problem, fix)) = self.proxy.limits().check() {
             return Err(ConfigError::new(format!("proxy.{key}"), problem, fix));
         }
+        if self.proxy.threads > crate::runtime::MAX_THREADS {
+            return Err(ConfigError::new(
+                "proxy.threads",
+                format!(
+                    "{} is more threads than any box this runs on has cores",
+                    self.proxy.threads
+                ),
+                format!(
+                    "use 0 (one per CPU core, the default), 1 (one event loop) or at most {}",
+                    crate::runtime::MAX_THREADS
+                ),
+            ));
+        }
         if self.proxy.handshake_timeout_ms <= self.proxy.subscribe_wait_ms {
             return Err(ConfigError::new(
                 "proxy.handshake_timeout_ms",
@@ -561,6 +579,10 @@ user = "acct.site"
             (
                 &format!("{MINIMAL}[proxy]\nmax_connections = 10\nmax_connections_per_ip = 11"),
                 "`proxy.max_connections_per_ip`",
+            ),
+            (
+                &format!("{MINIMAL}[proxy]\nthreads = 100000"),
+                "`proxy.threads`",
             ),
             (
                 &format!("{MINIMAL}[proxy]\nhandshake_timeout_ms = 5000"),

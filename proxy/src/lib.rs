@@ -21,6 +21,7 @@ pub mod open_files;
 pub mod out_buffer;
 pub mod registry;
 pub mod router;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod site_config;

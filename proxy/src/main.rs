@@ -104,7 +104,8 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit; miners beyond it are refused"),
     }
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = blgv_proxy::runtime::build(&config.proxy)
+        .context("starting the async runtime (proxy.threads)")?;
     runtime.block_on(async move {
         let proxy = blgv_proxy::start(config).await?;
         let token = proxy.shutdown_token();

@@ -8,6 +8,17 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_miners_three_seconds_of_shares() {
+    smoke(None).await;
+}
+
+/// The same run with `proxy.threads = 1`: every miner, the upstream and the API on one event
+/// loop (nothing in the proxy may block that thread or need a second worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_one_event_loop() {
+    smoke(Some(1)).await;
+}
+
+async fn smoke(proxy_threads: Option<usize>) {
     // The proxy runs as a child process: this package's load-harness binary in its
     // `run-proxy` mode, which starts the proxy library exactly like blgv-proxy's main.
     let proxy = ProxyCommand::harness_shim(env!("CARGO_BIN_EXE_load-harness"));
@@ -23,6 +34,7 @@ async fn two_hundred_miners_three_seconds_of_shares() {
     opts.forward_every = 4.0;
     opts.fanout_rounds = 2;
     opts.hold = Duration::from_millis(300);
+    opts.proxy_threads = proxy_threads;
     let report = load::run(&opts).await.expect("the run happens");
     let text = report.human();
     println!("{text}");

@@ -6,6 +6,8 @@
 //! load-harness connections --miners 15000
 //! load-harness shares --miners 1000 --rate 30000 --secs 15
 //! load-harness shares --miners 1000 --rate 30000 --secs 15 --peer para --proxy-bin ~/.cargo/bin/para
+//! load-harness floor shares --miners 1000 --rate 30000 --secs 10
+//! load-harness floor fanout --miners 15000
 //! ```
 
 use std::path::PathBuf;
@@ -45,11 +47,68 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         warmup_secs: f64,
     },
+    /// The floor: a minimal server doing only the unavoidable socket work, driven like the
+    /// proxy, to measure what this machine's loopback TCP costs any proxy.
+    Floor {
+        #[command(subcommand)]
+        mode: FloorMode,
+    },
+    /// (internal) The floor benchmark's server (control lines on stdin).
+    #[command(hide = true)]
+    FloorServer {
+        /// Stop reading a socket at a short read instead of at WouldBlock (as tokio does).
+        #[arg(long)]
+        skip_final_read: bool,
+    },
     /// (internal) Run the proxy library in this process like `blgv-proxy --config FILE`.
     #[command(hide = true)]
     RunProxy {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum FloorMode {
+    /// M connections, R lines/s of ~150 bytes paced like `shares`, each answered with one
+    /// fixed line: the server's CPU and context switches per reply.
+    Shares {
+        /// Connections.
+        #[arg(long, default_value_t = 1000)]
+        miners: usize,
+        /// Lines per second in total, round-robin over the connections.
+        #[arg(long, default_value_t = 30_000.0)]
+        rate: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Seconds at the same rate before measuring.
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        /// Pacer sleep between batches, µs.
+        #[arg(long, default_value_t = 100)]
+        tick_us: u64,
+        /// The server stops reading a socket at a short read instead of at WouldBlock (saves
+        /// the final read that returns EAGAIN, as tokio does).
+        #[arg(long)]
+        skip_final_read: bool,
+    },
+    /// M idle connections; each round the server writes one 600-byte line into every socket
+    /// in one loop: send-loop time, CPU per socket, first write to last receipt.
+    Fanout {
+        /// Connections.
+        #[arg(long, default_value_t = 15_000)]
+        miners: usize,
+        /// Fan-out rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Spread connections over this many source addresses 127.0.0.2…; default one per
+        /// 10,000 connections.
+        #[arg(long)]
+        source_ips: Option<usize>,
+        /// Server threads writing the fan-out at once, each over its share of the sockets.
+        #[arg(long, default_value_t = 1)]
+        sender_threads: usize,
     },
 }
 
@@ -89,6 +148,9 @@ struct Common {
     /// Pacer sleep between share batches, µs.
     #[arg(long, default_value_t = 100)]
     tick_us: u64,
+    /// blgv-proxy's `proxy.threads` (default: the proxy's own, one worker per core).
+    #[arg(long)]
+    proxy_threads: Option<usize>,
     /// Harness runtime worker threads (the proxy gets its own).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -119,6 +181,54 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::FloorServer { skip_final_read } => {
+            let opts = load::floor_server::ServerOptions { skip_final_read };
+            return match load::floor_server::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("floor-server error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Floor { mode } => {
+            let result = match mode {
+                FloorMode::Shares {
+                    miners,
+                    rate,
+                    secs,
+                    warmup_secs,
+                    tick_us,
+                    skip_final_read,
+                } => load::floor::shares(&load::floor::SharesOptions {
+                    miners,
+                    rate,
+                    secs,
+                    warmup_secs,
+                    tick: Duration::from_micros(tick_us),
+                    skip_final_read,
+                }),
+                FloorMode::Fanout {
+                    miners,
+                    rounds,
+                    source_ips,
+                    sender_threads,
+                } => load::floor::fanout(&load::floor::FanoutOptions {
+                    miners,
+                    rounds,
+                    source_ips,
+                    sender_threads,
+                }),
+            };
+            return match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Connections { common } => (common, Scenario::Connections, 5),
         Command::Shares {
@@ -164,6 +274,7 @@ fn run(c: Common, scenario: Scenario, default_rounds: usize) -> anyhow::Result<b
     opts.proxy_log = c.proxy_log;
     opts.keep_dir = c.keep_dir;
     opts.perf_record = c.perf_record;
+    opts.proxy_threads = c.proxy_threads;
     opts.verbose = true;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(c.threads.max(1))

@@ -13,6 +13,8 @@
 //! latency percentiles, proxy CPU per share). The `load-harness` binary is the command line;
 //! docs/PERFORMANCE.md has the method and the figures.
 
+pub mod floor;
+pub mod floor_server;
 pub mod generator;
 pub mod histogram;
 pub mod process;
@@ -71,6 +73,8 @@ pub struct Options {
     /// Run `perf record` on the proxy (from the first connection for `connections`, over
     /// warm-up + window for `shares`) into this file.
     pub perf_record: Option<std::path::PathBuf>,
+    /// `proxy.threads` for blgv-proxy (None: its default).
+    pub proxy_threads: Option<usize>,
 }
 
 impl Options {
@@ -90,19 +94,23 @@ impl Options {
             keep_dir: false,
             verbose: false,
             perf_record: None,
+            proxy_threads: None,
         }
     }
 }
 
-/// The proxy configuration for a run: difficulty pinned, ledger in the run directory.
+/// The proxy configuration for a run: difficulty pinned, ledger in the run directory,
+/// `proxy.threads` as asked (None: the proxy's default).
 pub fn proxy_config(
     listen: std::net::SocketAddr,
     upstream: std::net::SocketAddr,
     difficulty: f64,
     dir: &Path,
+    threads: Option<usize>,
 ) -> String {
+    let threads = threads.map_or(String::new(), |n| format!("threads = {n}\n"));
     format!(
-        "[proxy]\nlisten = \"{listen}\"\nsubscribe_wait_ms = 30000\n\
+        "[proxy]\nlisten = \"{listen}\"\nsubscribe_wait_ms = 30000\n{threads}\
          [[upstreams]]\nname = \"load-upstream\"\nurl = \"stratum+tcp://{upstream}\"\nuser = \"load.proxy\"\n\
          [vardiff]\ninitial = {difficulty:e}\nmin = {difficulty:e}\nmax = {difficulty:e}\ntarget_shares_per_minute = 60\nretarget_secs = 60\n\
          [ledger]\npath = {:?}\nflush_interval_ms = 1000\n\
@@ -179,7 +187,13 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     // A peer that checks a Bitcoin Core RPC at start gets the node stand-in (kept for the run).
     let (mut proxy, _node) = match opts.proxy.flavor {
         process::Flavor::Blgv => {
-            let config = proxy_config(listen, upstream.addr(), opts.miner_difficulty, &dir);
+            let config = proxy_config(
+                listen,
+                upstream.addr(),
+                opts.miner_difficulty,
+                &dir,
+                opts.proxy_threads,
+            );
             let p = ProxyProcess::start(
                 &opts.proxy,
                 dir,

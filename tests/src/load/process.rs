@@ -468,7 +468,8 @@ pub fn run_proxy_here(config: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let config = blgv_proxy::Config::load(config)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = blgv_proxy::runtime::build(&config.proxy)
+        .context("starting the async runtime (proxy.threads)")?;
     runtime.block_on(async move {
         let proxy = blgv_proxy::start(config).await?;
         let token = proxy.shutdown_token();

@@ -213,7 +213,9 @@ impl Report {
             goals.push(Goal {
                 name: "CPU per accepted share ≤ 4 µs at 30,000 shares/s".into(),
                 measured: format!("{:.2} µs at {:.0}/s", s.cpu_us_per_share, s.target_rate),
-                pass: (s.target_rate >= 30_000.0).then_some(s.cpu_us_per_share <= 4.0),
+                // The goal is set at 30,000/s; CPU per share falls as the rate rises (fewer
+                // wake-ups per share), so a faster run says nothing about it.
+                pass: ((s.target_rate - 30_000.0).abs() < 1.0).then_some(s.cpu_us_per_share <= 4.0),
             });
             let (name, limit, applies) = if s.target_rate >= 60_000.0 {
                 ("p99 submit→reply ≤ 3 ms at 60,000 shares/s", 3000.0, true)
