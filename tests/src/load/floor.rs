@@ -30,7 +30,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::floor_server::{mono_ns, FANOUT_LINE_LEN, REPLY};
-use super::generator::SUBMIT_ID_BASE;
+use super::generator::{push_hex8, push_u64, SUBMIT_ID_BASE};
 use super::process::{cpu_ns, machine_cpu, raise_nofile_limit, sample, sys_counts, SysCounts};
 
 /// How long a control command may take to be answered.
@@ -440,47 +440,18 @@ impl ShareLine {
     }
 
     fn build(&self, buf: &mut Vec<u8>, id: u64, nonce: u32) {
-        use std::fmt::Write as _;
         buf.clear();
         buf.extend_from_slice(b"{\"id\":");
-        let mut s = String::with_capacity(24);
-        let _ = write!(s, "{id}");
-        buf.extend_from_slice(s.as_bytes());
+        push_u64(buf, id);
         buf.extend_from_slice(&self.prefix);
-        s.clear();
-        let _ = write!(s, "{nonce:08x}");
-        buf.extend_from_slice(s.as_bytes());
+        push_hex8(buf, nonce);
         buf.extend_from_slice(b"\"]}\n");
     }
 }
 
-/// Writes a whole line without blocking the pacer for long, as generator.rs's `write_fully`:
-/// Ok(false) when the socket would block before any byte went out (the line is dropped).
-fn write_line(mut stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<bool> {
-    let mut first = true;
-    let mut spins = 0;
-    while !buf.is_empty() {
-        match stream.write(buf) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf = &buf[n..];
-                first = false;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if first {
-                    return Ok(false);
-                }
-                spins += 1;
-                if spins > 100_000 {
-                    return Err(e);
-                }
-                std::thread::yield_now();
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
+/// The pacer's write (generator.rs's): the whole line, or Ok(false) when nothing went out.
+fn write_line(mut stream: &TcpStream, buf: &[u8]) -> std::io::Result<bool> {
+    super::generator::write_whole_line(buf, |rest| stream.write(rest))
 }
 
 #[derive(Debug, Default)]

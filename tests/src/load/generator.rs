@@ -676,7 +676,8 @@ pub struct DriveResult {
     pub cpu_at_end: CpuEdge,
 }
 
-fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
+/// `v` in decimal, without allocating (the pacer's hot loop).
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
     loop {
@@ -690,7 +691,8 @@ fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
     buf.extend_from_slice(&tmp[i..]);
 }
 
-fn push_hex8(buf: &mut Vec<u8>, v: u32) {
+/// `v` as 8 lowercase hex digits, without allocating.
+pub(crate) fn push_hex8(buf: &mut Vec<u8>, v: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for shift in (0..8).rev() {
         buf.push(HEX[((v >> (shift * 4)) & 0xf) as usize]);
@@ -798,11 +800,22 @@ pub fn drive(
 
 /// Writes a whole line without blocking the pacer for long: Ok(false) when the socket would
 /// block before any byte went out (the share is dropped, not half-sent).
-fn write_fully(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<bool> {
+fn write_fully(stream: &TcpStream, buf: &[u8]) -> std::io::Result<bool> {
+    write_whole_line(buf, |rest| stream.try_write(rest))
+}
+
+/// The pacer's write, over any non-blocking `write`: the whole line, or Ok(false) when nothing
+/// went out (WouldBlock at once: the line is dropped, not half-sent). Once part of the line is
+/// out, the rest is retried (yielding) so the stream stays framed. Shared with the floor's pacer.
+pub(crate) fn write_whole_line(
+    mut buf: &[u8],
+    mut write: impl FnMut(&[u8]) -> std::io::Result<usize>,
+) -> std::io::Result<bool> {
     let mut first = true;
     let mut spins = 0;
     while !buf.is_empty() {
-        match stream.try_write(buf) {
+        match write(buf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => {
                 buf = &buf[n..];
                 first = false;
@@ -817,6 +830,7 @@ fn write_fully(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<bool> {
                 }
                 std::thread::yield_now();
             }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
