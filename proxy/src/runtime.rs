@@ -1,7 +1,8 @@
 //! The async runtime the proxy runs on, sized by `proxy.threads`.
 //!
 //! Two shapes, each better at one thing (measured on the 2-core development VM with the load
-//! harness on the same cores; docs/PERFORMANCE.md, "Threads: one event loop or one per core"):
+//! harness on the same cores; docs/PERFORMANCE.md, "Where the goals stand, and the machine's
+//! floor"):
 //!
 //! * **One worker per core** (`threads = 0`, the default): a work-stealing runtime. When one
 //!   worker is descheduled, another runs the ready miners, so the reply tail stays short on a
